@@ -1,0 +1,195 @@
+"""The ``orbitmesh`` command. Subcommands parse arguments and call pipeline/data functions, nothing else.
+
+Errors that are the input's fault print one line, ``orbitmesh: error: PATH: problem``, and exit with
+code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from recon import __version__
+
+DEMO_ORBIT = Path(__file__).resolve().parent / "assets" / "demo_orbit"
+"""The bundled demo orbit (an analytic toy with text, a head and a handle; see recon.data.synthetic)."""
+
+log = logging.getLogger("orbitmesh")
+
+
+def _common(parser: argparse.ArgumentParser, config: bool = True) -> None:
+    g = parser.add_argument_group("common options")
+    if config:
+        g.add_argument("-c", "--preset", default="default",
+                       help="config preset name in configs/ or a YAML path (default: default)")
+        g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set data.mask_threshold=0.1 (repeatable)")
+        g.add_argument("--seed", type=int, default=None, help="random seed (overrides the config's)")
+        g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                       help="where tensors live (overrides the config's)")
+    g.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    g.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orbitmesh",
+        description="Orbit views of an object in, a UV-textured, lighting-free mesh out (SV3D recipe).",
+    )
+    parser.add_argument("--version", action="version", version=f"orbitmesh {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("demo", help="run every stage on the bundled demo orbit and say what it produced")
+    p.add_argument("-o", "--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    _common(p)
+
+    p = sub.add_parser("orbit-info", help="print what was understood of an orbit; write a contact sheet")
+    p.add_argument("path", type=Path, help="orbit folder, video, or transforms.json")
+    p.add_argument("--sheet", type=Path, default=None,
+                   help="contact sheet PNG to write (default: orbit_contact_sheet.png in the current folder)")
+    p.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
+    _common(p)
+
+    p = sub.add_parser("convert", help="write an orbit (any accepted input) as an orbit folder + transforms.json")
+    p.add_argument("path", type=Path, help="orbit folder, video, or transforms.json")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--alpha", action="store_true", help="write RGBA frames with the mask as alpha")
+    _common(p)
+
+    p = sub.add_parser("synth", help="ray-cast an analytic scene into an SV3D-style orbit with its true mesh")
+    from recon.data.synthetic import SCENES
+
+    p.add_argument("scene", choices=SCENES, help="analytic scene")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output orbit folder")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--frames", type=int, default=21, help="number of frames (default 21)")
+    p.add_argument("--elevation", type=float, default=10.0, help="elevation in degrees (default 10)")
+    p.add_argument("--dynamic", type=float, default=0.0, metavar="DEG",
+                   help="amplitude of a sinusoidal elevation (a dynamic orbit); 0 = static")
+    p.add_argument("--supersample", type=int, default=3, help="antialiasing samples per pixel side")
+    p.add_argument("--lit", action="store_true", help="Lambertian shading under a soft light (default unlit)")
+    p.add_argument("--alpha", action="store_true", help="write RGBA frames")
+    _common(p, config=False)
+
+    p = sub.add_parser("config", help="print the resolved configuration with every field's documentation")
+    _common(p)
+    return parser
+
+
+def _load_cfg(args: argparse.Namespace):
+    from recon.config import load_config
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    return load_config(args.preset, overrides)
+
+
+def _print_table(table) -> None:
+    from rich.console import Console
+
+    Console(width=120).print(table)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recon.data.report import orbit_table
+    from recon.pipeline import run
+
+    cfg = _load_cfg(args)
+    result = run(cfg, DEMO_ORBIT, args.out)
+    _print_table(orbit_table(result.orbit))
+    print(f"\nDemo finished: stages run on {DEMO_ORBIT.name} ({len(result.orbit)} frames). Produced:")
+    for role, path in result.files.items():
+        print(f"  {role:15s} {path}")
+    return 0
+
+
+def cmd_orbit_info(args: argparse.Namespace) -> int:
+    from recon.data.orbit import load_orbit
+    from recon.data.report import contact_sheet, orbit_summary, orbit_table
+    from recon.io import write_json
+
+    cfg = _load_cfg(args)
+    orbit = load_orbit(args.path, cfg.data)
+    _print_table(orbit_table(orbit))
+    for note in orbit.notes:
+        print(f"note: {note}")
+    sheet = contact_sheet(orbit, args.sheet or Path("orbit_contact_sheet.png"))
+    print(f"contact sheet: {sheet}")
+    if args.json:
+        print(f"summary: {write_json(args.json, orbit_summary(orbit))}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from recon.data.orbit import load_orbit, write_orbit
+
+    cfg = _load_cfg(args)
+    orbit = load_orbit(args.path, cfg.data)
+    out = write_orbit(orbit, args.out, alpha=args.alpha, transforms=True)
+    what = "frames, orbit.json and transforms.json" if orbit.is_orbit else "frames and transforms.json"
+    print(f"wrote {len(orbit)} {what} to {out}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from recon.data.orbit import write_orbit
+    from recon.data.synthetic import Light, make_scene, render_orbit, sv3d_orbit_angles
+    from recon.errors import InputError
+    from recon.io import atomic_path
+
+    if args.size < 8 or args.frames < 4 or args.supersample < 1:
+        raise InputError(args.out, "need --size >= 8, --frames >= 4 and --supersample >= 1")
+    scene = make_scene(args.scene)
+    elev, azim = sv3d_orbit_angles(args.frames, args.elevation, args.dynamic)
+    orbit = render_orbit(scene, elev, azim, size=args.size, supersample=args.supersample,
+                         light=Light() if args.lit else None, progress=True)
+    write_orbit(orbit, args.out, alpha=args.alpha, transforms=True)
+    mesh_path = args.out / "ground_truth.ply"
+    with atomic_path(mesh_path) as tmp:
+        scene.mesh().export(tmp)
+    print(f"wrote {len(orbit)} frames of '{args.scene}' ({args.size}x{args.size}), orbit.json, transforms.json "
+          f"and {mesh_path.name} to {args.out}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from recon.config import config_to_yaml
+
+    print(config_to_yaml(_load_cfg(args)), end="")
+    return 0
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "orbit-info": cmd_orbit_info,
+    "convert": cmd_convert,
+    "synth": cmd_synth,
+    "config": cmd_config,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from recon.log import setup_logging
+
+    setup_logging(args.verbose)
+    from recon.errors import OrbitMeshError
+
+    try:
+        return COMMANDS[args.command](args)
+    except OrbitMeshError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"orbitmesh: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orbitmesh: interrupted", file=sys.stderr)
+        return 130

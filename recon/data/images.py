@@ -1,0 +1,130 @@
+"""Reading frames and deriving object masks.
+
+Masks come from the alpha channel when there is one. Otherwise from the background colour:
+
+1. a pixel is *background* when every channel is within ``mask_threshold`` of the background colour
+   (default 0.05, i.e. about 13/255 — generated views have near-white, slightly noisy backgrounds);
+2. a binary opening of radius ``mask_open_px`` removes speckle;
+3. connected components smaller than ``min_component_frac`` of the image are dropped;
+4. holes smaller than ``max_hole_frac`` of the image are filled (a white logo on the object), while
+   real holes — a mug handle's, a torus' — are far larger and stay open.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from recon.config import DataConfig
+from recon.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".mkv")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an 8- or 16-bit image as float32 in [0, 1].
+
+    Returns:
+        [H, W, 3] (RGB) or [H, W, 4] (RGBA); grey images become RGB.
+    Raises:
+        InputError: the file cannot be read or decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I"):
+                arr = np.asarray(img, dtype=np.float32) / 65535.0
+                return np.repeat(arr[..., None], 3, axis=-1)
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+            img = img.convert("RGBA" if has_alpha else "RGB")
+            return np.asarray(img, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(path, f"cannot read image ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    """Decode every frame of a video (mp4/webm via ffmpeg, gif via Pillow) as float32 RGB(A) in [0, 1].
+
+    Raises:
+        InputError: the video cannot be decoded or has no frames.
+    """
+    import imageio.v3 as iio
+
+    plugin = "pillow" if path.suffix.lower() == ".gif" else "FFMPEG"
+    try:
+        frames = [np.asarray(f) for f in iio.imiter(path, plugin=plugin)]
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except Exception as exc:  # imageio/ffmpeg raise many kinds; all mean "cannot decode"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(path, f"cannot decode video ({first})") from None
+    if not frames:
+        raise InputError(path, "cannot decode video (no frames)")
+    out = []
+    for f in frames:
+        f = f.astype(np.float32) / (65535.0 if f.dtype == np.uint16 else 255.0)
+        if f.ndim == 2:
+            f = np.repeat(f[..., None], 3, axis=-1)
+        out.append(f)
+    return out
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
+
+
+def clean_mask(mask: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Opening, small-component removal and small-hole filling of a binary mask ([H, W] bool)."""
+    h, w = mask.shape
+    area = h * w
+    if cfg.mask_open_px > 0:
+        mask = ndimage.binary_opening(mask, structure=_disk(cfg.mask_open_px))
+    labels, n = ndimage.label(mask)
+    if n:
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= cfg.min_component_frac * area
+        keep[0] = False
+        mask = keep[labels]
+    holes, n_holes = ndimage.label(~mask)
+    if n_holes:
+        sizes = np.bincount(holes.ravel())
+        # Background regions touching the border are never holes.
+        border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+        fill = sizes < cfg.max_hole_frac * area
+        fill[0] = False
+        fill[border] = False
+        mask = mask | fill[holes]
+    return mask
+
+
+def mask_from_background(rgb: np.ndarray, background: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Binary object mask of an image on a plain background.
+
+    Args:
+        rgb: [H, W, 3] float in [0, 1].
+        background: [3] background colour in [0, 1].
+    Returns:
+        [H, W] float32 in {0, 1}.
+    """
+    diff = np.abs(rgb - background.reshape(1, 1, 3)).max(axis=-1)
+    return clean_mask(diff > cfg.mask_threshold, cfg).astype(np.float32)
+
+
+def composite(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Straight-alpha RGBA [H, W, 4] over a background colour -> RGB [H, W, 3]."""
+    alpha = rgba[..., 3:4]
+    return rgba[..., :3] * alpha + background.reshape(1, 1, 3) * (1.0 - alpha)
+
+
+def touches_border(mask: np.ndarray, margin: int = 1) -> bool:
+    """True when object pixels lie within ``margin`` pixels of the image border."""
+    m = mask > 0.5
+    return bool(m[:margin].any() or m[-margin:].any() or m[:, :margin].any() or m[:, -margin:].any())

@@ -1,0 +1,127 @@
+"""Orbit folders, videos and transforms.json load into the same cameras and images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recon.config import DataConfig
+from recon.data.cameras import sv3d_azimuths
+from recon.data.images import mask_from_background
+from recon.data.orbit import load_orbit, write_orbit
+from recon.types import Orbit
+
+
+def test_orbit_folder_round_trip(sphere_orbit: Orbit, sphere_dir: Path):
+    loaded = load_orbit(sphere_dir)
+    assert len(loaded) == 21 and loaded.kind == "orbit-folder"
+    torch.testing.assert_close(loaded.cameras.c2w, sphere_orbit.cameras.c2w)
+    torch.testing.assert_close(loaded.cameras.K, sphere_orbit.cameras.K)
+    assert (loaded.images - sphere_orbit.images).abs().max() <= 1 / 255 + 1e-6
+    torch.testing.assert_close(loaded.azimuths_deg, sv3d_azimuths())
+    # Derived masks agree with the exact coverage wherever a pixel is fully inside or outside;
+    # only antialiased rim pixels (partial coverage) may go either way.
+    derived, exact = loaded.masks > 0.5, sphere_orbit.masks
+    assert derived[exact == 1].all()
+    assert not derived[exact == 0].any()
+
+
+def test_alpha_frames_give_masks_from_alpha(sphere_orbit: Orbit, tmp_path: Path):
+    folder = write_orbit(sphere_orbit, tmp_path / "rgba", alpha=True, transforms=False)
+    loaded = load_orbit(folder)
+    assert loaded.mask_source == "alpha"
+    assert (loaded.masks - sphere_orbit.masks).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_missing_orbit_json_with_21_frames_assumes_sv3d(sphere_dir: Path, caplog):
+    (sphere_dir / "orbit.json").unlink()
+    loaded = load_orbit(sphere_dir)
+    assert any("SV3D" in n for n in loaded.notes)
+    assert "assuming SV3D" in caplog.text
+    assert loaded.fov_deg == 33.8 and loaded.radius == 2.0
+    assert torch.allclose(loaded.elevations_deg, torch.full((21,), 10.0, dtype=torch.float64))
+
+
+def test_transforms_json_round_trip(toy_orbit: Orbit, tmp_path: Path):
+    folder = write_orbit(toy_orbit, tmp_path / "toy", transforms=True)
+    (folder / "orbit.json").unlink()  # force the transforms.json path
+    loaded = load_orbit(folder)
+    assert loaded.kind == "transforms"
+    torch.testing.assert_close(loaded.cameras.c2w, toy_orbit.cameras.c2w)
+    torch.testing.assert_close(loaded.cameras.K, toy_orbit.cameras.K)
+    torch.testing.assert_close(loaded.elevations_deg, toy_orbit.elevations_deg)
+
+
+def test_plain_nerfstudio_transforms_without_orbit_metadata(toy_orbit: Orbit, tmp_path: Path):
+    folder = write_orbit(toy_orbit, tmp_path / "toy", transforms=True)
+    (folder / "orbit.json").unlink()
+    data = json.loads((folder / "transforms.json").read_text())
+    del data["orbit"]
+    for fr in data["frames"]:  # global intrinsics as instant-ngp writes them
+        for k in ("fl_x", "fl_y", "cx", "cy"):
+            data[k] = fr.pop(k)
+    (folder / "transforms.json").write_text(json.dumps(data))
+    loaded = load_orbit(folder / "transforms.json")
+    assert not loaded.is_orbit
+    torch.testing.assert_close(loaded.cameras.c2w, toy_orbit.cameras.c2w)
+
+
+def test_non_square_transforms_views_are_accepted(toy_orbit: Orbit, tmp_path: Path):
+    folder = write_orbit(toy_orbit, tmp_path / "toy", transforms=True)
+    (folder / "orbit.json").unlink()
+    from PIL import Image
+
+    for p in sorted(folder.glob("*.png")):
+        Image.open(p).crop((0, 4, 48, 44)).save(p)  # 48x40
+    data = json.loads((folder / "transforms.json").read_text())
+    data["h"] = 40
+    for fr in data["frames"]:
+        fr["cy"] -= 4
+    (folder / "transforms.json").write_text(json.dumps(data))
+    loaded = load_orbit(folder)
+    assert (loaded.width, loaded.height) == (48, 40)
+    assert loaded.cameras.K[0, 1, 2] == 20.0
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_video_with_orbit_json(sphere_orbit: Orbit, sphere_dir: Path, tmp_path: Path, suffix: str):
+    import imageio.v3 as iio
+
+    frames = np.clip(np.rint(sphere_orbit.images.numpy() * 255), 0, 255).astype(np.uint8)
+    video = tmp_path / "vid" / f"orbit{suffix}"
+    video.parent.mkdir()
+    if suffix == ".mp4":
+        iio.imwrite(video, frames, plugin="FFMPEG", fps=10, codec="libx264", quality=9, macro_block_size=16)
+    else:
+        iio.imwrite(video, frames, plugin="pillow", duration=100, loop=0)
+    (video.parent / "orbit.json").write_text((sphere_dir / "orbit.json").read_text())
+    loaded = load_orbit(video)
+    assert len(loaded) == 21 and loaded.kind == "video"
+    assert (loaded.images - sphere_orbit.images).abs().mean() < 0.03
+    torch.testing.assert_close(loaded.cameras.c2w, sphere_orbit.cameras.c2w)
+
+
+def test_mask_clean_up_keeps_real_holes_and_drops_speckle():
+    cfg = DataConfig()
+    img = np.ones((100, 100, 3), dtype=np.float32)
+    yy, xx = np.mgrid[:100, :100]
+    r = np.hypot(yy - 50, xx - 50)
+    ring = (r < 35) & (r > 15)  # a torus-like ring: its hole (radius 15) is real
+    img[ring] = 0.3
+    img[50, 50] = 0.0  # one speckle inside the hole
+    img[45, 27] = 1.0  # a one-pixel white logo dot on the object
+    img[5, 5] = 0.0  # speckle in the background
+    mask = mask_from_background(img, np.ones(3, dtype=np.float32), cfg) > 0.5
+    assert not mask[50, 50] and not mask[5, 5]  # the hole stays open; speckle is gone
+    assert mask[45, 27]
+    assert abs(mask.sum() - ring.sum()) < 0.05 * ring.sum()
+
+
+def test_max_resolution_downsamples(sphere_dir: Path):
+    loaded = load_orbit(sphere_dir, DataConfig(max_resolution=24))
+    assert loaded.images.shape[1:3] == (24, 24)
+    assert loaded.cameras.width == 24
