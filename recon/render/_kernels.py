@@ -374,7 +374,7 @@ def _silhouette_side(pos, tri, edges, edge_faces, b, e, W, H):
         opp = k0 if (k0 != ia and k0 != ib) else (k1 if (k1 != ia and k1 != ib) else k2)
         s_opp = _edge(xa, ya, xb, yb, sx0 if opp == k0 else (sx1 if opp == k1 else sx2),
                       sy0 if opp == k0 else (sy1 if opp == k1 else sy2))
-        if area < 0 or n_faces == 1 and edge_faces[e, 1 - j] < 0:
+        if area < 0 or (n_faces == 1 and edge_faces[e, 1 - j] < 0):
             n_front += 1
             side = 1.0 if s_opp > 0 else -1.0
     if n_front != 1:
