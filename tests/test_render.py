@@ -169,7 +169,9 @@ def test_interpolate_matches_reference_values_and_gradients():
         torch.testing.assert_close(r1.grad[..., :2], r2.grad[..., :2].float(), atol=1e-4, rtol=1e-4)
 
 
-def _fixed_id_interpolation(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+def _fixed_id_interpolation(
+    pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor, attr: torch.Tensor
+) -> torch.Tensor:
     """Interpolate ``attr`` with each pixel's triangle held at ``ids`` (rast[..., 3]); float64."""
     from recon.render.reference import pixel_ndc
 
@@ -272,7 +274,8 @@ def test_antialias_ignores_interior_edges_and_hidden_silhouettes():
     # Only pixels next to the quad's own outline may change.
     from scipy import ndimage
 
-    border = torch.from_numpy(ndimage.binary_dilation(quad_ids[0].numpy()) & ~ndimage.binary_erosion(quad_ids[0].numpy()))
+    q = quad_ids[0].numpy()
+    border = torch.from_numpy(ndimage.binary_dilation(q) & ~ndimage.binary_erosion(q))
     assert not (changed[0] & ~border).any()
 
 
@@ -296,8 +299,10 @@ def test_texture_bilinear_values_and_gradients():
     torch.testing.assert_close(out[0, 0, 1], tex[0, 3, 2])
     uv = torch.rand(1, 3, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     for mode in ("wrap", "clamp"):
-        assert torch.autograd.gradcheck(lambda t, u: texture(t, u, mode), (tex.requires_grad_(True),
-                                                                           uv.requires_grad_(True)))
+        def lookup(t: torch.Tensor, u: torch.Tensor, mode: str = mode) -> torch.Tensor:
+            return texture(t, u, mode)
+
+        assert torch.autograd.gradcheck(lookup, (tex.requires_grad_(True), uv.requires_grad_(True)))
 
 
 @pytest.mark.cuda
