@@ -30,31 +30,52 @@ def _edge(ax, ay, bx, by, px, py):
     return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
+@njit(cache=True, parallel=True)
+def project_kernel(pos, H, W, scr):
+    """Per-vertex screen data [B, V, 4] = (x_pix, y_pix, z/w, front) where front = 1 when the vertex
+    is in front of the near plane (w > 0 and z >= -w), else 0 (x, y, z/w then undefined)."""
+    B, V = pos.shape[0], pos.shape[1]
+    for b in prange(B):
+        for i in range(V):
+            w = pos[b, i, 3]
+            z = pos[b, i, 2]
+            if w > NEAR_W and z >= -w:
+                sx, sy = _to_screen(pos[b, i, 0], pos[b, i, 1], w, W, H)
+                scr[b, i, 0] = sx
+                scr[b, i, 1] = sy
+                scr[b, i, 2] = z / w
+                scr[b, i, 3] = 1.0
+            else:
+                scr[b, i, 3] = 0.0
+
+
 @njit(cache=True)
-def _raster_band(pos, tri, H, W, b, y0, y1, rast, zbuf):
+def _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf):
     """Rasterize every triangle of view ``b`` into rows [y0, y1)."""
     F = tri.shape[0]
     for f in range(F):
         i0, i1, i2 = tri[f, 0], tri[f, 1], tri[f, 2]
-        w0, w1, w2 = pos[b, i0, 3], pos[b, i1, 3], pos[b, i2, 3]
-        z0, z1, z2 = pos[b, i0, 2], pos[b, i1, 2], pos[b, i2, 2]
-        # Entirely in front of the near plane (z >= -w, w > 0): fast 2D path with an exact fill rule.
-        if w0 > NEAR_W and w1 > NEAR_W and w2 > NEAR_W and z0 >= -w0 and z1 >= -w1 and z2 >= -w2:
-            x0, yy0 = _to_screen(pos[b, i0, 0], pos[b, i0, 1], w0, W, H)
-            x1, yy1 = _to_screen(pos[b, i1, 0], pos[b, i1, 1], w1, W, H)
-            x2, yy2 = _to_screen(pos[b, i2, 0], pos[b, i2, 1], w2, W, H)
+        # Entirely in front of the near plane: fast 2D path with an exact fill rule.
+        if scr[b, i0, 3] > 0 and scr[b, i1, 3] > 0 and scr[b, i2, 3] > 0:
+            x0, yy0 = scr[b, i0, 0], scr[b, i0, 1]
+            x1, yy1 = scr[b, i1, 0], scr[b, i1, 1]
+            x2, yy2 = scr[b, i2, 0], scr[b, i2, 1]
+            # Pixels whose centre (p + 0.5) lies inside the bounding box.
+            ymin = max(int(math.ceil(min(yy0, yy1, yy2) - 0.5)), y0)
+            ymax = min(int(math.floor(max(yy0, yy1, yy2) - 0.5)), y1 - 1)
+            if ymin > ymax:
+                continue
+            xmin = max(int(math.ceil(min(x0, x1, x2) - 0.5)), 0)
+            xmax = min(int(math.floor(max(x0, x1, x2) - 0.5)), W - 1)
+            if xmin > xmax:
+                continue
             area = _edge(x0, yy0, x1, yy1, x2, yy2)
             if area == 0.0 or not math.isfinite(area):
                 continue
             s = 1.0 if area > 0 else -1.0
-            xmin = max(int(math.floor(min(x0, x1, x2) - 0.5)), 0)
-            xmax = min(int(math.ceil(max(x0, x1, x2) - 0.5)), W - 1)
-            ymin = max(int(math.floor(min(yy0, yy1, yy2) - 0.5)), y0)
-            ymax = min(int(math.ceil(max(yy0, yy1, yy2) - 0.5)), y1 - 1)
-            if xmin > xmax or ymin > ymax:
-                continue
             inv_area = 1.0 / area
-            zw0, zw1, zw2 = z0 / w0, z1 / w1, z2 / w2
+            zw0, zw1, zw2 = scr[b, i0, 2], scr[b, i1, 2], scr[b, i2, 2]
+            w0, w1, w2 = pos[b, i0, 3], pos[b, i1, 3], pos[b, i2, 3]
             # Each edge's function is evaluated from its lower-index endpoint, so the two triangles sharing
             # an edge compute the same number with opposite sign; ties go to the positive side.
             for py in range(ymin, ymax + 1):
@@ -104,7 +125,10 @@ def _raster_band(pos, tri, H, W, b, y0, y1, rast, zbuf):
                     rast[b, py, px, 1] = q1 / qs
                     rast[b, py, px, 2] = zw
                     rast[b, py, px, 3] = f + 1
-        else:
+        elif scr[b, i0, 3] > 0 or scr[b, i1, 3] > 0 or scr[b, i2, 3] > 0:
+            # Crossing the near plane. (Under a perspective projection a point behind the camera always
+            # has z < -w, so "in front" is the half-space z + w >= 0: with no vertex in it, the triangle
+            # is invisible.)
             _raster_band_clipped(pos, f, i0, i1, i2, H, W, b, y0, y1, rast, zbuf)
 
 
@@ -136,10 +160,10 @@ def _raster_band_clipped(pos, f, i0, i1, i2, H, W, b, y0, y1, rast, zbuf):
                 xmin, xmax, ymin, ymax = min(xmin, sx), max(xmax, sx), min(ymin, sy), max(ymax, sy)
     if not any_front or not (math.isfinite(xmin) and math.isfinite(ymax)):
         return
-    pxmin = max(int(math.floor(xmin - 0.5)), 0)
-    pxmax = min(int(math.ceil(xmax - 0.5)), W - 1)
-    pymin = max(int(math.floor(ymin - 0.5)), y0)
-    pymax = min(int(math.ceil(ymax - 0.5)), y1 - 1)
+    pxmin = max(int(math.ceil(xmin - 0.5)), 0)
+    pxmax = min(int(math.floor(xmax - 0.5)), W - 1)
+    pymin = max(int(math.ceil(ymin - 0.5)), y0)
+    pymax = min(int(math.floor(ymax - 0.5)), y1 - 1)
     for py in range(pymin, pymax + 1):
         Y = 1.0 - (py + 0.5) / H * 2.0
         for px in range(pxmin, pxmax + 1):
@@ -179,15 +203,16 @@ def bands_for(batch: int, height: int) -> int:
 
 
 @njit(cache=True, parallel=True)
-def rasterize_kernel(pos, tri, H, W, nbands, rast, zbuf):
-    """Fill ``rast`` [B, H, W, 4] (zeroed) and ``zbuf`` [B, H, W] (set to +inf)."""
+def rasterize_kernel(pos, scr, tri, H, W, nbands, rast, zbuf):
+    """Fill ``rast`` [B, H, W, 4] (zeroed) and ``zbuf`` [B, H, W] (set to +inf); ``scr`` from
+    ``project_kernel``."""
     B = pos.shape[0]
     for item in prange(B * nbands):
         b = item // nbands
         band = item % nbands
         y0 = band * H // nbands
         y1 = (band + 1) * H // nbands
-        _raster_band(pos, tri, H, W, b, y0, y1, rast, zbuf)
+        _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf)
 
 
 @njit(cache=True, parallel=True)
@@ -348,42 +373,44 @@ def _pixel_w(pos, tri, rast, b, py, px):
 
 
 @njit(cache=True)
-def _silhouette_side(pos, tri, edges, edge_faces, b, e, W, H):
-    """+1 / -1: the side of edge a->b (left / right in pixel space) on which its visible face lies;
-    0 when the edge is not a silhouette in view ``b`` (both faces front, both back, or degenerate).
-    A silhouette edge has exactly one front face (counter-clockwise in NDC) or is a boundary edge."""
-    ia, ib = edges[e, 0], edges[e, 1]
-    xa, ya = _to_screen(pos[b, ia, 0], pos[b, ia, 1], pos[b, ia, 3], W, H)
-    xb, yb = _to_screen(pos[b, ib, 0], pos[b, ib, 1], pos[b, ib, 3], W, H)
-    side = 0.0
-    n_front = 0
-    n_faces = 0
-    for j in range(2):
-        f = edge_faces[e, j]
-        if f < 0:
-            continue
-        n_faces += 1
+def _face_orientation(scr, tri, b, front):
+    """front[f] = 1 when face f is counter-clockwise in NDC (front-facing), 0 when clockwise,
+    255 when a vertex is behind the near plane (never a silhouette then)."""
+    for f in range(tri.shape[0]):
         k0, k1, k2 = tri[f, 0], tri[f, 1], tri[f, 2]
-        w0, w1, w2 = pos[b, k0, 3], pos[b, k1, 3], pos[b, k2, 3]
-        if w0 <= NEAR_W or w1 <= NEAR_W or w2 <= NEAR_W:
-            return 0.0
-        sx0, sy0 = _to_screen(pos[b, k0, 0], pos[b, k0, 1], w0, W, H)
-        sx1, sy1 = _to_screen(pos[b, k1, 0], pos[b, k1, 1], w1, W, H)
-        sx2, sy2 = _to_screen(pos[b, k2, 0], pos[b, k2, 1], w2, W, H)
-        area = _edge(sx0, sy0, sx1, sy1, sx2, sy2)  # pixel y is down: < 0 is counter-clockwise in NDC
-        opp = k0 if (k0 != ia and k0 != ib) else (k1 if (k1 != ia and k1 != ib) else k2)
-        s_opp = _edge(xa, ya, xb, yb, sx0 if opp == k0 else (sx1 if opp == k1 else sx2),
-                      sy0 if opp == k0 else (sy1 if opp == k1 else sy2))
-        if area < 0 or (n_faces == 1 and edge_faces[e, 1 - j] < 0):
-            n_front += 1
-            side = 1.0 if s_opp > 0 else -1.0
-    if n_front != 1:
-        return 0.0
-    return side
+        if scr[b, k0, 3] == 0 or scr[b, k1, 3] == 0 or scr[b, k2, 3] == 0:
+            front[f] = 255
+            continue
+        area = _edge(scr[b, k0, 0], scr[b, k0, 1], scr[b, k1, 0], scr[b, k1, 1], scr[b, k2, 0], scr[b, k2, 1])
+        front[f] = 1 if area < 0 else 0  # pixel y is down: negative area is counter-clockwise in NDC
 
 
 @njit(cache=True)
-def _find_crossings(pos, tri, rast, edges, edge_faces, b, depth_tol, cross_edge, cross_d, cross_up):
+def _silhouette_side(scr, tri, edges, edge_faces, front, b, e):
+    """+1 / -1: the side of edge a->b (left / right in pixel space) on which its visible face lies;
+    0 when the edge is not a silhouette in view ``b``. A silhouette edge has exactly one front face
+    (counter-clockwise in NDC) or is a boundary edge (its one face counts whatever its orientation)."""
+    fa, fb = edge_faces[e, 0], edge_faces[e, 1]
+    if fa >= 0 and fb >= 0:
+        sa, sb = front[fa], front[fb]
+        if sa == 255 or sb == 255 or sa == sb:
+            return 0.0
+        f = fa if sa == 1 else fb
+    else:
+        f = fa if fa >= 0 else fb
+        if f < 0 or front[f] == 255:
+            return 0.0
+    ia, ib = edges[e, 0], edges[e, 1]
+    k0, k1, k2 = tri[f, 0], tri[f, 1], tri[f, 2]
+    opp = k0 if (k0 != ia and k0 != ib) else (k1 if (k1 != ia and k1 != ib) else k2)
+    s_opp = _edge(scr[b, ia, 0], scr[b, ia, 1], scr[b, ib, 0], scr[b, ib, 1], scr[b, opp, 0], scr[b, opp, 1])
+    if s_opp == 0.0:
+        return 0.0
+    return 1.0 if s_opp > 0 else -1.0
+
+
+@njit(cache=True)
+def _find_crossings(pos, scr, tri, rast, edges, edge_faces, front, b, depth_tol, cross_edge, cross_d, cross_up):
     """For view ``b``, record for each pixel pair the visible silhouette edge crossing it.
 
     Pairs are stored at [axis, y, x]: axis 0 pairs (x, y)-(x+1, y), axis 1 pairs (x, y)-(x, y+1).
@@ -393,16 +420,15 @@ def _find_crossings(pos, tri, rast, edges, edge_faces, b, depth_tol, cross_edge,
     """
     H, W = rast.shape[1], rast.shape[2]
     best_w = np.full((2, H, W), np.inf)
+    _face_orientation(scr, tri, b, front)
     for e in range(edges.shape[0]):
-        ia, ib = edges[e, 0], edges[e, 1]
-        wa, wb = pos[b, ia, 3], pos[b, ib, 3]
-        if wa <= NEAR_W or wb <= NEAR_W:
-            continue
-        side = _silhouette_side(pos, tri, edges, edge_faces, b, e, W, H)
+        side = _silhouette_side(scr, tri, edges, edge_faces, front, b, e)
         if side == 0.0:
             continue
-        xa, ya = _to_screen(pos[b, ia, 0], pos[b, ia, 1], wa, W, H)
-        xb, yb = _to_screen(pos[b, ib, 0], pos[b, ib, 1], wb, W, H)
+        ia, ib = edges[e, 0], edges[e, 1]
+        wa, wb = pos[b, ia, 3], pos[b, ib, 3]
+        xa, ya = scr[b, ia, 0], scr[b, ia, 1]
+        xb, yb = scr[b, ib, 0], scr[b, ib, 1]
         for axis in range(2):
             # axis 0 crosses row centre lines y = line + 0.5, moving along x; axis 1 the reverse.
             if axis == 0:
@@ -459,7 +485,7 @@ def _find_crossings(pos, tri, rast, edges, edge_faces, b, depth_tol, cross_edge,
 
 
 @njit(cache=True, parallel=True)
-def antialias_forward_kernel(color, pos, tri, rast, edges, edge_faces, depth_tol,
+def antialias_forward_kernel(color, pos, scr, tri, rast, edges, edge_faces, depth_tol,
                              cross_edge, cross_d, cross_up, out):
     """``out`` (a copy of ``color``) blended across visible silhouette crossings, nvdiffrast-style: when
     the edge lies in the outside pixel's half (d > 0) that pixel takes d of the inside colour, else the
@@ -467,7 +493,9 @@ def antialias_forward_kernel(color, pos, tri, rast, edges, edge_faces, depth_tol
     B, H, W = rast.shape[0], rast.shape[1], rast.shape[2]
     C = color.shape[3]
     for b in prange(B):
-        _find_crossings(pos, tri, rast, edges, edge_faces, b, depth_tol, cross_edge[b], cross_d[b], cross_up[b])
+        front = np.empty(tri.shape[0], dtype=np.uint8)
+        _find_crossings(pos, scr, tri, rast, edges, edge_faces, front, b, depth_tol,
+                        cross_edge[b], cross_d[b], cross_up[b])
         for axis in range(2):
             for y in range(H):
                 for x in range(W):

@@ -36,7 +36,9 @@ class _Rasterize(torch.autograd.Function):
         B = pos_np.shape[0]
         rast = np.zeros((B, height, width, 4), dtype=np.float32)
         zbuf = np.full((B, height, width), np.inf, dtype=np.float32)
-        K.rasterize_kernel(pos_np, tri_np, height, width, K.bands_for(B, height), rast, zbuf)
+        scr = np.empty((B, pos_np.shape[1], 4), dtype=np.float32)
+        K.project_kernel(pos_np, height, width, scr)
+        K.rasterize_kernel(pos_np, scr, tri_np, height, width, K.bands_for(B, height), rast, zbuf)
         out = torch.from_numpy(rast)
         ctx.save_for_backward(pos, tri, out)
         return out
@@ -100,8 +102,10 @@ class _Antialias(torch.autograd.Function):
         cross_d = np.zeros((B, 2, H, W), dtype=np.float32)
         cross_up = np.zeros((B, 2, H, W), dtype=np.uint8)
         pos_np = _np(pos.float())
-        K.antialias_forward_kernel(color_np, pos_np, _np(tri.int()), _np(rast), topo.edges, topo.edge_faces,
-                                   DEPTH_TOLERANCE, cross_edge, cross_d, cross_up, out)
+        scr = np.empty((B, pos_np.shape[1], 4), dtype=np.float32)
+        K.project_kernel(pos_np, H, W, scr)
+        K.antialias_forward_kernel(color_np, pos_np, scr, _np(tri.int()), _np(rast), topo.edges,
+                                   topo.edge_faces, DEPTH_TOLERANCE, cross_edge, cross_d, cross_up, out)
         ctx.save_for_backward(color, pos)
         ctx.crossings = (cross_edge, cross_d, cross_up)
         ctx.topo = topo
