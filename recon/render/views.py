@@ -1,0 +1,102 @@
+"""Rendering meshes into views with recon.render: unlit albedo or Lambertian under a soft light,
+antialiased by supersampling, on a plain background. Used by ``render-orbit``, evaluation and previews."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from recon.data.cameras import Cameras
+from recon.render import interpolate, rasterize, texture
+from recon.render.mesh import RenderMesh
+
+
+@dataclass
+class SoftLight:
+    """Lambertian shading: ``albedo * (ambient + (1 - ambient) * max(0, n.l))``."""
+
+    direction: tuple[float, float, float] = (0.4, 0.8, 0.45)
+    """Direction towards the light, world space (normalised on use)."""
+    ambient: float = 0.35
+    """Share of light arriving from everywhere."""
+
+
+def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """[V, 3] area-weighted unit vertex normals (counter-clockwise faces point outwards)."""
+    f = faces.long()
+    v0, v1, v2 = verts[f[:, 0]], verts[f[:, 1]], verts[f[:, 2]]
+    fn = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    n = torch.zeros_like(verts)
+    for k in range(3):
+        n.index_add_(0, f[:, k], fn)
+    return torch.nn.functional.normalize(n, dim=-1)
+
+
+def clip_positions(verts: Tensor, cameras: Cameras, near: float = 0.1, far: float = 10.0) -> Tensor:
+    """[B, V, 4] clip-space positions of ``verts`` [V, 3] in every camera."""
+    homo = torch.cat([verts, torch.ones(verts.shape[0], 1, dtype=verts.dtype, device=verts.device)], dim=1)
+    return torch.einsum("bij,vj->bvi", cameras.mvp(near, far).to(verts), homo).contiguous()
+
+
+def shade_albedo(mesh: RenderMesh, rast: Tensor) -> Tensor:
+    """[B, H, W, 3] albedo at each pixel: vertex colour x material factor x texture (0 where uncovered)."""
+    faces = mesh.faces
+    color = interpolate(mesh.colors, rast, faces)
+    tid = rast[..., 3].long()
+    covered = tid > 0
+    mat = torch.where(covered, mesh.face_material[(tid - 1).clamp(min=0)], torch.full_like(tid, -1))
+    color = color * torch.where(covered[..., None], mesh.material_colors[mat.clamp(min=0)], torch.zeros_like(color))
+    if any(t is not None for t in mesh.textures):
+        uv = interpolate(mesh.uvs, rast, faces)
+        for m, tex in enumerate(mesh.textures):
+            if tex is None:
+                continue
+            sel = mat == m
+            if sel.any():
+                looked = texture(tex, uv[sel].reshape(1, 1, -1, 2))[0, 0]
+                color[sel] = color[sel] * looked
+    return color
+
+
+def render_views(
+    mesh: RenderMesh,
+    cameras: Cameras,
+    supersample: int = 2,
+    light: SoftLight | None = None,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    chunk: int = 4,
+) -> tuple[Tensor, Tensor]:
+    """Render ``mesh`` in every camera.
+
+    Args:
+        supersample: render at this factor per side and average down (antialiasing).
+        light: Lambertian soft light, or None for unlit albedo.
+        chunk: views rendered at once (bounds memory).
+    Returns:
+        rgb: [N, H, W, 3] float32 sRGB over ``background``; alpha: [N, H, W] coverage in [0, 1].
+    """
+    s = max(1, int(supersample))
+    hi = cameras.scaled(cameras.width * s, cameras.height * s)
+    normals = vertex_normals(mesh.verts, mesh.faces) if light is not None else None
+    bg = torch.tensor(background, dtype=torch.float32)
+    rgbs, alphas = [], []
+    for start in range(0, len(cameras), chunk):
+        cams = hi.subset(slice(start, start + chunk))
+        with torch.no_grad():
+            pos = clip_positions(mesh.verts, cams)
+            rast = rasterize(pos, mesh.faces, (cams.height, cams.width))
+            color = shade_albedo(mesh, rast)
+            if normals is not None and light is not None:
+                n = torch.nn.functional.normalize(interpolate(normals, rast, mesh.faces), dim=-1)
+                l_dir = torch.nn.functional.normalize(torch.tensor(light.direction, dtype=torch.float32), dim=0)
+                color = color * (light.ambient + (1 - light.ambient) * (n @ l_dir).clamp(min=0))[..., None]
+            alpha = (rast[..., 3] > 0).float()
+            rgb = color * alpha[..., None] + bg * (1 - alpha[..., None])
+        B, H, W = alpha.shape
+        rgb = rgb.reshape(B, H // s, s, W // s, s, 3).mean(dim=(2, 4))
+        alpha = alpha.reshape(B, H // s, s, W // s, s).mean(dim=(2, 4))
+        rgbs.append(rgb.clamp(0, 1))
+        alphas.append(alpha)
+    return torch.cat(rgbs), torch.cat(alphas)
