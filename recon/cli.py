@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the mesh's own frame (default: largest extent 1, centred, as CONVENTIONS.md)")
     _common(p, config=False)
 
+    p = sub.add_parser("eval", help="GSO metrics of a mesh against ground truth: Chamfer, F-score, IoU, PSNR/SSIM")
+    p.add_argument("pred", type=Path, help="predicted mesh (.glb, .obj, .ply, ...)")
+    p.add_argument("gt", type=Path, help="ground-truth mesh")
+    p.add_argument("--no-normalize", action="store_true", help="compare in the meshes' own frames")
+    p.add_argument("--samples", type=int, default=100_000, help="area-sampled points per mesh (default 100000)")
+    p.add_argument("--views", type=int, default=21, help="held-out views for PSNR/SSIM (0 skips them)")
+    p.add_argument("--size", type=int, default=256, help="side of the held-out views (default 256)")
+    p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
+    _common(p, config=False)
+
     p = sub.add_parser("config", help="print the resolved configuration with every field's documentation")
     _common(p)
     return parser
@@ -193,6 +203,27 @@ def cmd_render_orbit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from recon.eval.metrics import EvalConfig, evaluate_meshes
+    from recon.io import write_json
+    from recon.render.mesh import load_render_mesh
+
+    cfg = EvalConfig(normalize=not args.no_normalize, samples=args.samples, views=args.views,
+                     view_size=args.size)
+    metrics = evaluate_meshes(load_render_mesh(args.pred), load_render_mesh(args.gt), cfg)
+    table = Table(title=f"{args.pred.name} vs {args.gt.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}")
+    _print_table(table)
+    if args.json:
+        print(f"metrics: {write_json(args.json, {'pred': str(args.pred), 'gt': str(args.gt), **metrics})}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from recon.config import config_to_yaml
 
@@ -206,6 +237,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "synth": cmd_synth,
     "render-orbit": cmd_render_orbit,
+    "eval": cmd_eval,
     "config": cmd_config,
 }
 
