@@ -15,7 +15,7 @@ from pathlib import Path
 from recon import __version__
 
 DEMO_ORBIT = Path(__file__).resolve().parent / "assets" / "demo_orbit"
-"""The bundled demo orbit (an analytic toy with text, a head and a handle; see recon.data.synthetic)."""
+"""The bundled demo orbit: 21 views of demo_object.glb beside it (built by ``python -m recon.data.demo``)."""
 
 log = logging.getLogger("orbitmesh")
 

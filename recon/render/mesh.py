@@ -79,22 +79,28 @@ class RenderMesh:
 
 
 def _material_of(visual) -> tuple[Tensor | None, Tensor]:
-    """(texture or None, base colour factor [3]) of a trimesh visual."""
-    factor = torch.ones(3)
-    image = None
+    """(texture or None, base colour factor [3]) of a trimesh visual.
+
+    glTF (PBR): the factor is ``baseColorFactor`` (1 when absent, as the spec says) and multiplies the
+    texture. OBJ/MTL (simple material): ``Kd`` is the colour of untextured materials; with a ``map_Kd``
+    texture the texture alone is used, as common viewers do.
+    """
+    import trimesh
+
     material = getattr(visual, "material", None)
-    if material is not None:
-        for attr in ("baseColorFactor", "diffuse", "main_color"):
-            value = getattr(material, attr, None)
-            if value is not None:
-                arr = np.asarray(value, dtype=np.float32).reshape(-1)[:3]
-                factor = torch.from_numpy(arr / 255.0 if arr.max() > 1.0 else arr)
-                break
-        for attr in ("baseColorTexture", "image"):
-            img = getattr(material, attr, None)
-            if img is not None:
-                image = img
-                break
+    image = None
+    factor = torch.ones(3)
+    if isinstance(material, trimesh.visual.material.PBRMaterial):
+        image = material.baseColorTexture
+        if material.baseColorFactor is not None:
+            arr = np.asarray(material.baseColorFactor, dtype=np.float32).reshape(-1)[:3]
+            factor = torch.from_numpy(arr / 255.0 if arr.max() > 1.0 else arr)
+    elif material is not None:
+        image = getattr(material, "image", None)
+        diffuse = getattr(material, "diffuse", None)
+        if image is None and diffuse is not None:
+            arr = np.asarray(diffuse, dtype=np.float32).reshape(-1)[:3]
+            factor = torch.from_numpy(arr / 255.0 if arr.max() > 1.0 else arr)
     tex = None
     if image is not None and getattr(visual, "uv", None) is not None:
         arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
