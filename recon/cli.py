@@ -43,8 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("demo", help="run every stage on the bundled demo orbit and say what it produced")
+    p = sub.add_parser("demo", help="run every stage on the bundled demo orbit (preset: fast) and say what it produced")
     p.add_argument("-o", "--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    _common(p)
+    p.set_defaults(preset="fast")
+
+    p = sub.add_parser("fit", help="reconstruct a mesh from an orbit (stages so far: data, coarse)")
+    p.add_argument("orbit", type=Path, help="orbit folder, video, or transforms.json")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    from recon.pipeline import STAGES
+
+    p.add_argument("--until", choices=STAGES, default=STAGES[-1], help=f"last stage to run (default {STAGES[-1]})")
     _common(p)
 
     p = sub.add_parser("orbit-info", help="print what was understood of an orbit; write a contact sheet")
@@ -133,8 +142,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run(cfg, DEMO_ORBIT, args.out)
     _print_table(orbit_table(result.orbit))
     print(f"\nDemo finished: stages run on {DEMO_ORBIT.name} ({len(result.orbit)} frames). Produced:")
+    _report(result)
+    return 0
+
+
+def _report(result) -> None:
     for role, path in result.files.items():
-        print(f"  {role:15s} {path}")
+        print(f"  {role:22s} {path}")
+    coarse = result.metrics.get("coarse")
+    if coarse:
+        print(f"coarse: {coarse['steps']} steps in {coarse['seconds']:.1f} s, "
+              f"train PSNR {coarse['train_psnr']:.2f} dB, {coarse['faces']} faces, "
+              f"silhouette IoU {coarse['silhouette_iou']:.3f}")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from recon.pipeline import run
+
+    cfg = _load_cfg(args)
+    result = run(cfg, args.orbit, args.out, until=args.until)
+    print(f"fit finished (until {args.until}). Produced:")
+    _report(result)
     return 0
 
 
@@ -233,6 +261,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "demo": cmd_demo,
+    "fit": cmd_fit,
     "orbit-info": cmd_orbit_info,
     "convert": cmd_convert,
     "synth": cmd_synth,

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from recon.coarse.config import CoarseConfig, ExtractConfig
 from recon.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -58,6 +59,10 @@ class PipelineConfig:
     """Where tensors live: 'auto' takes CUDA when available, else the CPU."""
     data: DataConfig = field(default_factory=DataConfig)
     """Reading the orbit."""
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    """The coarse radiance field."""
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    """Marching cubes to the coarse mesh."""
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The only place where stages meet: orbit in, artifacts out, in one direction.
 
-Stages so far: ``data`` (load and check the orbit; write its summary and contact sheet). Each later
-stage adds one line to ``run`` and its artifact to ``RunResult``.
+Stages so far: ``data`` (load and check the orbit; write its summary and contact sheet) and ``coarse``
+(fit the radiance field, extract ``coarse.ply``). Each later stage adds one step to ``run`` and its
+artifact to ``RunResult``. A finished stage's artifact is reused when the run folder already holds it
+for the same configuration, and an interrupted coarse fit resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon.config import PipelineConfig, config_to_yaml
+from recon.config import PipelineConfig, config_to_dict, config_to_yaml
 from recon.data.orbit import load_orbit, orbit_json_dict, transforms_dict
 from recon.data.report import contact_sheet, orbit_summary
 from recon.io import write_json, write_text
-from recon.types import Orbit
+from recon.types import CoarseField, Mesh, Orbit
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data",)
+STAGES = ("data", "coarse")
 """Stages in the order they run; ``--until`` stops after the named one."""
 
 
@@ -39,6 +41,8 @@ class RunResult:
 
     out_dir: Path
     orbit: Orbit
+    coarse_field: CoarseField | None = None
+    coarse_mesh: Mesh | None = None
     files: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, object] = field(default_factory=dict)
 
@@ -96,6 +100,45 @@ def run(cfg: PipelineConfig, orbit_path: str | Path, out_dir: str | Path, until:
     orbit = load_orbit(orbit_path, cfg.data).to(device)
     files.update(run_data_stage(orbit.to("cpu"), out))
     metrics: dict[str, object] = {"frames": len(orbit), "size": orbit.width, "device": str(device)}
+    result = RunResult(out_dir=out, orbit=orbit, files=files, metrics=metrics)
+
+    if STAGES.index(until) >= STAGES.index("coarse"):
+        run_coarse_stage(cfg, result)
 
     files["metrics"] = write_json(out / "metrics.json", metrics)
-    return RunResult(out_dir=out, orbit=orbit, files=files, metrics=metrics)
+    return result
+
+
+def _stage_key(*sections: object) -> str:
+    """A short hash of the config sections a stage depends on (to tell whether a saved artifact is reusable)."""
+    import hashlib
+    import json
+
+    blob = json.dumps([config_to_dict(s) for s in sections], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def run_coarse_stage(cfg: PipelineConfig, result: RunResult) -> None:
+    """Fit (or resume, or reuse) the coarse field, extract ``coarse.ply``, write previews."""
+    from recon.coarse.train import fit_coarse_field
+    from recon.extract import extract_mesh
+    from recon.previews import coarse_previews
+
+    out = result.out_dir
+    key = _stage_key(cfg.seed, cfg.data, cfg.coarse)
+    ckpt = out / "checkpoints" / f"coarse_field_{key}.pt"
+    field = None
+    if ckpt.is_file():
+        saved = CoarseField.load(ckpt)
+        if saved.step >= cfg.coarse.steps:
+            log.info("reusing the coarse field in %s", ckpt)
+            field = saved
+    if field is None:
+        field = fit_coarse_field(cfg.coarse, result.orbit, seed=cfg.seed, checkpoint=ckpt)
+    mesh, stats = extract_mesh(cfg.extract, field, result.orbit.to("cpu"))
+    mesh.save_ply(out / "coarse.ply")
+    result.coarse_field, result.coarse_mesh = field, mesh
+    result.files["coarse_checkpoint"] = ckpt
+    result.files["coarse_mesh"] = out / "coarse.ply"
+    result.files.update(coarse_previews(result.orbit.to("cpu"), field, mesh, out / "previews"))
+    result.metrics["coarse"] = {**field.metrics, **stats}

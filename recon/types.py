@@ -90,3 +90,96 @@ class Orbit:
     def mask_coverage(self) -> Tensor:
         """[N] fraction of each view covered by the object mask."""
         return self.masks.flatten(1).mean(dim=1)
+
+
+@dataclass
+class CoarseField:
+    """The coarse stage's output: a fitted radiance field and its occupancy grid.
+
+    Attributes:
+        field: the ``nn.Module`` (DenseGridField or HashGridField) mapping [P, 3] -> (sigma, rgb).
+        occupancy: boolean grid [res, res, res] indexed [x, y, z] over [-bound, bound]^3.
+        bound: half extent of the reconstruction cube.
+        kind: 'grid' or 'hash'.
+        init: constructor arguments of the field (to rebuild it on load).
+        step: optimisation steps done.
+        metrics: training statistics (final loss, PSNR, seconds).
+    """
+
+    field: torch.nn.Module
+    occupancy: Tensor
+    bound: float
+    kind: str
+    init: dict
+    step: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    def state(self) -> dict:
+        """Everything needed to rebuild this artifact, as tensors and plain data."""
+        return {"field": self.field.state_dict(), "occupancy": self.occupancy, "bound": self.bound,
+                "kind": self.kind, "init": self.init, "step": self.step, "metrics": self.metrics}
+
+    def save(self, path) -> None:
+        """Write atomically with torch.save."""
+        from recon.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(self.state(), tmp)
+
+    @staticmethod
+    def from_state(state: dict) -> CoarseField:
+        from recon.coarse.fields import DenseGridField, HashGridField
+
+        if state["kind"] == "grid":
+            module = DenseGridField(**state["init"])
+            module.upsample(state["field"]["density"].shape[-1])
+        else:
+            module = HashGridField(**state["init"])
+        module.load_state_dict(state["field"])
+        return CoarseField(module, state["occupancy"], state["bound"], state["kind"], state["init"],
+                           state["step"], state.get("metrics", {}))
+
+    @staticmethod
+    def load(path) -> CoarseField:
+        return CoarseField.from_state(torch.load(path, map_location="cpu", weights_only=False))
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh with vertex colours (the coarse stage's extracted mesh).
+
+    Attributes:
+        verts: [V, 3] float32 world positions.
+        faces: [F, 3] int64, counter-clockwise seen from outside.
+        colors: [V, 3] float32 sRGB in [0, 1].
+    """
+
+    verts: Tensor
+    faces: Tensor
+    colors: Tensor
+
+    def to_trimesh(self):
+        import numpy as np
+        import trimesh
+
+        rgb = np.clip(np.rint(self.colors.numpy() * 255), 0, 255).astype(np.uint8)
+        rgba = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
+        return trimesh.Trimesh(self.verts.numpy(), self.faces.numpy(), vertex_colors=rgba, process=False)
+
+    def save_ply(self, path) -> None:
+        """Binary PLY with vertex colours, written atomically."""
+        from recon.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            self.to_trimesh().export(tmp)
+
+    @staticmethod
+    def load(path) -> Mesh:
+        import numpy as np
+        import trimesh
+
+        m = trimesh.load(path, process=False, force="mesh")
+        colors = (np.asarray(m.visual.vertex_colors)[:, :3] / 255.0) if m.visual.kind == "vertex" else \
+            np.ones((len(m.vertices), 3))
+        return Mesh(torch.tensor(np.asarray(m.vertices), dtype=torch.float32),
+                    torch.tensor(np.asarray(m.faces), dtype=torch.int64), torch.tensor(colors, dtype=torch.float32))

@@ -1,6 +1,2 @@
-"""Orbit data: cameras, frames, masks, loaders and writers, and analytic (synthetic) orbits."""
-
-from recon.data.cameras import Cameras, orbit_cameras, sv3d_azimuths
-from recon.data.orbit import load_orbit, write_orbit
-
-__all__ = ["Cameras", "load_orbit", "orbit_cameras", "sv3d_azimuths", "write_orbit"]
+"""Orbit data: cameras (recon.data.cameras), frames and masks (images), loaders and writers (orbit),
+analytic orbits (synthetic), reports (report) and the demo assets (demo)."""

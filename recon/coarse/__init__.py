@@ -1,0 +1,1 @@
+"""The coarse stage: a radiance field fitted to the orbit, with visual-hull empty-space skipping."""

@@ -1,0 +1,145 @@
+"""Radiance fields for the coarse stage: density + colour at world points inside [-b, b]^3.
+
+- ``DenseGridField``: density logits and colour on dense voxel grids, trilinearly interpolated
+  (DVGO/Plenoxels style), refined coarse-to-fine by upsampling. Cheap per sample on a CPU.
+- ``HashGridField``: Instant-NGP style: a multiresolution hash encoding followed by small MLPs for
+  density and colour, in plain torch so it runs anywhere.
+
+Both map [P, 3] points to (sigma [P] >= 0, rgb [P, 3] in [0, 1]) and are plain ``nn.Module``s.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _to_unit(x: Tensor, bound: float) -> Tensor:
+    """World [-bound, bound] -> [-1, 1] (grid_sample's align_corners=True frame)."""
+    return x / bound
+
+
+class DenseGridField(nn.Module):
+    """Density and colour on dense grids over [-bound, bound]^3.
+
+    sigma = softplus(density_logit) * density_scale; rgb = sigmoid(colour_logit). ``density_scale``
+    (1 / the finest cell size) makes a logit step of ~1 change a cell's opacity by a useful amount, so
+    Adam reaches opaque surfaces in tens of steps. Grids are indexed [C, Z, Y, X] as grid_sample expects.
+    """
+
+    def __init__(self, resolution: int, bound: float = 0.6, init_sigma: float = 1.0, density_scale: float = 100.0):
+        super().__init__()
+        self.bound = bound
+        self.density_scale = density_scale
+        logit = math.log(math.expm1(init_sigma / density_scale))
+        self.density = nn.Parameter(torch.full((1, 1, resolution, resolution, resolution), logit))
+        self.color = nn.Parameter(torch.zeros(1, 3, resolution, resolution, resolution))
+
+    @property
+    def resolution(self) -> int:
+        return self.density.shape[-1]
+
+    def _sample(self, grid: Tensor, x: Tensor) -> Tensor:
+        g = _to_unit(x, self.bound).reshape(1, 1, 1, -1, 3)
+        out = torch.nn.functional.grid_sample(grid, g, mode="bilinear", padding_mode="border", align_corners=True)
+        return out.reshape(grid.shape[1], -1).t()
+
+    def sigma(self, x: Tensor) -> Tensor:
+        """[P, 3] -> [P] density."""
+        return torch.nn.functional.softplus(self._sample(self.density, x)[:, 0]) * self.density_scale
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        both = torch.cat([self.density, self.color], dim=1)
+        out = self._sample(both, x)
+        return torch.nn.functional.softplus(out[:, 0]) * self.density_scale, torch.sigmoid(out[:, 1:])
+
+    @torch.no_grad()
+    def upsample(self, resolution: int) -> None:
+        """Trilinearly resample both grids to ``resolution``^3 (coarse-to-fine)."""
+        for name in ("density", "color"):
+            old = getattr(self, name)
+            new = torch.nn.functional.interpolate(old, size=(resolution,) * 3, mode="trilinear", align_corners=True)
+            setattr(self, name, nn.Parameter(new.contiguous()))
+
+    def total_variation(self, n: int = 8192, generator: torch.Generator | None = None) -> Tensor:
+        """Mean squared difference between random voxels and their +x/+y/+z neighbours (a TV prior
+        on the density logits, sampled so its cost does not grow with the grid)."""
+        d = self.density[0, 0]
+        R = d.shape[0]
+        idx = torch.randint(0, R - 1, (n, 3), generator=generator, device=d.device)
+        z, y, x = idx[:, 0], idx[:, 1], idx[:, 2]
+        c = d[z, y, x]
+        return ((d[z + 1, y, x] - c) ** 2 + (d[z, y + 1, x] - c) ** 2 + (d[z, y, x + 1] - c) ** 2).mean()
+
+
+class HashEncoding(nn.Module):
+    """Multiresolution hash encoding (Müller et al. 2022) in plain torch.
+
+    ``levels`` grids from ``base_res`` to ``max_res`` (geometric); each level a table of 2^log2_size
+    entries of ``features`` floats, indexed directly where the grid fits, else by the spatial hash.
+    """
+
+    PRIMES = (1, 2654435761, 805459861)
+
+    def __init__(self, levels: int = 12, features: int = 2, log2_size: int = 15, base_res: int = 16,
+                 max_res: int = 512, bound: float = 0.6):
+        super().__init__()
+        self.bound = bound
+        self.levels = levels
+        self.features = features
+        growth = math.exp((math.log(max_res) - math.log(base_res)) / max(levels - 1, 1))
+        self.resolutions = [int(math.floor(base_res * growth**lvl)) for lvl in range(levels)]
+        self.size = 2**log2_size
+        self.table = nn.Parameter(torch.empty(levels, self.size, features).uniform_(-1e-4, 1e-4))
+
+    @property
+    def out_dim(self) -> int:
+        return self.levels * self.features
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[P, 3] world points -> [P, levels * features]."""
+        u = ((x / self.bound) + 1) * 0.5  # [0, 1]
+        u = u.clamp(0, 1)
+        outs = []
+        corners = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], device=x.device)
+        primes = torch.tensor(self.PRIMES, dtype=torch.int64, device=x.device)
+        for lvl, res in enumerate(self.resolutions):
+            pos = u * res
+            base = torch.floor(pos).long()
+            frac = pos - base
+            cidx = base[:, None, :] + corners[None]  # [P, 8, 3]
+            if (res + 1) ** 3 <= self.size:
+                h = (cidx[..., 0] * (res + 1) + cidx[..., 1]) * (res + 1) + cidx[..., 2]
+            else:
+                h = (cidx[..., 0] * primes[0]) ^ (cidx[..., 1] * primes[1]) ^ (cidx[..., 2] * primes[2])
+            h = h.remainder(self.size)
+            feats = self.table[lvl][h]  # [P, 8, F]
+            w = torch.where(corners[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)  # [P, 8]
+            outs.append((feats * w[..., None]).sum(1))
+        return torch.cat(outs, dim=-1)
+
+
+class HashGridField(nn.Module):
+    """Instant-NGP-style field: hash encoding -> density MLP (1 + 15 features) -> colour MLP."""
+
+    def __init__(self, bound: float = 0.6, levels: int = 12, features: int = 2, log2_size: int = 15,
+                 base_res: int = 16, max_res: int = 512, hidden: int = 32, init_sigma: float = 1.0,
+                 density_scale: float = 100.0):
+        super().__init__()
+        self.bound = bound
+        self.density_scale = density_scale
+        self.encoding = HashEncoding(levels, features, log2_size, base_res, max_res, bound)
+        self.density_mlp = nn.Sequential(nn.Linear(self.encoding.out_dim, hidden), nn.ReLU(), nn.Linear(hidden, 16))
+        self.color_mlp = nn.Sequential(nn.Linear(15, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+        self.shift = math.log(math.expm1(init_sigma / density_scale))
+
+    def sigma(self, x: Tensor) -> Tensor:
+        return self.forward(x)[0]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.density_mlp(self.encoding(x))
+        sigma = torch.nn.functional.softplus(h[:, 0] + self.shift) * self.density_scale
+        rgb = torch.sigmoid(self.color_mlp(h[:, 1:]))
+        return sigma, rgb

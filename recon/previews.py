@@ -1,0 +1,64 @@
+"""Preview images a user can look at: inputs beside what a stage made of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon.coarse.occupancy import Occupancy
+from recon.coarse.render import render_rays
+from recon.data.cameras import Cameras
+from recon.io import write_png
+from recon.render.mesh import RenderMesh
+from recon.render.views import SoftLight, render_views
+from recon.types import CoarseField, Mesh, Orbit
+
+
+def vertex_colored(mesh: Mesh, colors: Tensor) -> RenderMesh:
+    """A RenderMesh of ``mesh`` with one untextured material and the given [V, 3] vertex colours."""
+    return RenderMesh(mesh.verts, mesh.faces.int(), colors, torch.zeros(len(mesh.verts), 2),
+                      torch.zeros(len(mesh.faces), dtype=torch.long), [None], torch.ones(1, 3))
+
+
+def _grid(rows: list[list[Tensor]]) -> np.ndarray:
+    return torch.cat([torch.cat(r, dim=1) for r in rows], dim=0).clamp(0, 1).numpy()
+
+
+def preview_views(orbit: Orbit, count: int = 4) -> list[int]:
+    """Evenly spread view indices."""
+    return sorted({int(round(i * len(orbit) / count)) % len(orbit) for i in range(count)})
+
+
+@torch.no_grad()
+def render_field(field: CoarseField, cameras: Cameras, view: int, background: Tensor, chunk: int = 16384) -> Tensor:
+    """[H, W, 3] volume rendering of the coarse field in one camera."""
+    o, d = cameras.pixel_rays(view)
+    H, W = o.shape[:2]
+    occ = Occupancy(field.occupancy, field.bound)
+    step = 2 * field.bound / 256
+    rgb = torch.cat([render_rays(field.field, occ, oc, dc, step, background).rgb
+                     for oc, dc in zip(o.reshape(-1, 3).split(chunk), d.reshape(-1, 3).split(chunk), strict=True)])
+    return rgb.reshape(H, W, 3)
+
+
+def coarse_previews(orbit: Orbit, field: CoarseField, mesh: Mesh, out_dir: Path, size: int = 160) -> dict[str, Path]:
+    """Write ``coarse_field.png`` (input | field render, per row) and ``coarse_mesh.png`` (the mesh lit,
+    and with its vertex colours, from the same views)."""
+    views = preview_views(orbit)
+    cams = orbit.cameras.to("cpu").scaled(size, size)
+    images = torch.nn.functional.interpolate(orbit.images.cpu().permute(0, 3, 1, 2), size=(size, size),
+                                             mode="area").permute(0, 2, 3, 1)
+    bg = torch.tensor(orbit.background)
+    rows = [[images[v], render_field(field, cams, v, bg)] for v in views]
+    files = {"coarse_field_preview": write_png(out_dir / "coarse_field.png", _grid(rows))}
+    if len(mesh.faces):
+        sub = cams.subset(views)
+        lit, _ = render_views(vertex_colored(mesh, torch.full_like(mesh.colors, 0.8)), sub, supersample=2,
+                              light=SoftLight())
+        col, _ = render_views(vertex_colored(mesh, mesh.colors), sub, supersample=2)
+        rows = [[images[v], lit[i], col[i]] for i, v in enumerate(views)]
+        files["coarse_mesh_preview"] = write_png(out_dir / "coarse_mesh.png", _grid(rows))
+    return files
