@@ -172,10 +172,68 @@ def choose_offset(
         v, f = remove_small_components(v, f, cfg.min_component_frac)
         return silhouette_iou(v, f, orbit, cfg.silhouette_size)
 
-    levels = np.linspace(-cfg.max_offset_cells, cfg.max_offset_cells, 2 * int(cfg.max_offset_cells) * 2 + 1) * cell
+    n = int(round(4 * cfg.max_offset_cells)) + 1  # half-cell steps
+    levels = np.linspace(-cfg.max_offset_cells, cfg.max_offset_cells, n) * cell
     scores = [score(lv) for lv in levels]
     best = int(np.argmax(scores))
     return float(levels[best]), float(scores[best])
+
+
+def observed_floor(depths: Tensor, cams, quantile: float = 0.001) -> float:
+    """Height (y) of the lowest surface point the views observed (a robust minimum over back-projected
+    depth pixels). Below it no view saw matter: orbits that look down on the object leave a wedge under it
+    that every view sees only through the object, and which would otherwise stay solid."""
+    N, H, W = depths.shape
+    ys = []
+    for v in range(N):
+        o, d = cams.pixel_rays(v)
+        t = depths[v]
+        ok = torch.isfinite(t)
+        ys.append((o[..., 1] + d[..., 1] * t)[ok])
+    y = torch.cat(ys)
+    if y.numel() == 0:
+        return -float("inf")
+    return float(torch.quantile(y, quantile)) if y.numel() < 16_000_000 else float(y.min())
+
+
+@torch.no_grad()
+def project_colors(verts: Tensor, faces: Tensor, orbit: Orbit, size: int = 256) -> Tensor:
+    """Vertex colours from the input images: each vertex takes the average of the pixels it projects to in
+    the views where it is visible (depth-tested through the rasterizer), weighted by how squarely the view
+    sees it (cos of the angle between its normal and the view ray). Vertices no view sees get the mean
+    colour of all seen vertices.
+
+    Returns:
+        [V, 3] float32 sRGB in [0, 1].
+    """
+    from recon.render.views import vertex_normals
+
+    cams = orbit.cameras.to("cpu").scaled(size, size)
+    images = torch.nn.functional.interpolate(orbit.images.cpu().permute(0, 3, 1, 2), size=(size, size),
+                                             mode="area").permute(0, 2, 3, 1)
+    normals = vertex_normals(verts, faces)
+    acc = torch.zeros(len(verts), 3)
+    wsum = torch.zeros(len(verts))
+    for v in range(len(cams)):
+        cam = cams.subset([v])
+        pos = clip_positions(verts, cam)
+        rast = rasterize(pos, faces.int(), (size, size))[0]
+        xy, depth = cam.project(verts)
+        px = torch.floor(xy[0]).long()
+        ok = (px[:, 0] >= 0) & (px[:, 0] < size) & (px[:, 1] >= 0) & (px[:, 1] < size)
+        px[:, 0].clamp_(0, size - 1)
+        px[:, 1].clamp_(0, size - 1)
+        zbuf = rast[px[:, 1], px[:, 0], 2]
+        covered = rast[px[:, 1], px[:, 0], 3] > 0
+        zw = pos[0, :, 2] / pos[0, :, 3]
+        visible = ok & covered & (zw <= zbuf + 2e-3)  # in front of (or on) the nearest surface
+        view_dir = torch.nn.functional.normalize(cam.centers[0] - verts, dim=-1)
+        weight = (normals * view_dir).sum(-1).clamp(min=0) * visible
+        acc += weight[:, None] * images[v][px[:, 1], px[:, 0]]
+        wsum += weight
+    seen = wsum > 1e-6
+    colors = torch.where(seen[:, None], acc / wsum.clamp(min=1e-6)[:, None], acc.sum(0) / wsum.sum().clamp(min=1e-6))
+    return colors.clamp(0, 1)
 
 
 @torch.no_grad()
@@ -196,12 +254,14 @@ def extract_mesh(cfg: ExtractConfig, field: CoarseField, orbit: Orbit) -> tuple[
     size = (cfg.depth_size, cfg.depth_size)
     masks = torch.nn.functional.interpolate(orbit.masks[:, None].cpu(), size=size, mode="area")[:, 0] > 0.5
     occupancy = Occupancy(field.occupancy, field.bound).dilated(1)
+    floor = observed_floor(depths, cams)
 
     def inside_at(points: Tensor) -> Tensor:
         # Minus the margin; where no view says anything, or outside the occupancy (visual hull refreshed from
-        # density), there is no evidence of matter: empty.
+        # density), or below the lowest observed surface point, there is no evidence of matter: empty.
         margin = torch.cat([carve_margin(p, depths, masks, cams, cfg.robust_rank) for p in points.split(1 << 20)])
         inside = torch.where(torch.isfinite(margin) & occupancy.lookup(points), -margin, torch.full_like(margin, -FAR))
+        inside = torch.minimum(inside, points[:, 1] - floor)
         return inside.clamp(-FAR, FAR)
 
     small = inside_at(_grid_points(cfg.search_resolution, field.bound)).reshape((cfg.search_resolution,) * 3)
@@ -218,9 +278,9 @@ def extract_mesh(cfg: ExtractConfig, field: CoarseField, orbit: Orbit) -> tuple[
     verts, faces = _marching_cubes(inside, level, field.bound)
     verts, faces = remove_small_components(verts, faces, cfg.min_component_frac)
     v = torch.from_numpy(verts).float()
-    colors = torch.cat([field.field(c)[1] for c in v.split(65536)]) if len(v) else torch.zeros(0, 3)
+    colors = project_colors(v, torch.from_numpy(faces), orbit) if len(v) else torch.zeros(0, 3)
     final_iou = silhouette_iou(verts, faces, orbit, cfg.silhouette_size)
-    stats = {"level_offset": level, "search_silhouette_iou": iou, "silhouette_iou": final_iou,
+    stats = {"floor_y": floor, "level_offset": level, "search_silhouette_iou": iou, "silhouette_iou": final_iou,
              "faces": int(len(faces))}
     log.info("coarse mesh: %d faces, surface offset %.4f, silhouette IoU %.3f", len(faces), level, final_iou)
     return Mesh(v, torch.from_numpy(faces), colors.clamp(0, 1)), stats

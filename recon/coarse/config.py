@@ -83,7 +83,7 @@ class ExtractConfig:
     """Side of the surface-depth maps rendered per input view."""
     robust_rank: int = 1
     """Views whose depth may wrongly say 'empty' before a point is carved (0: any single view carves)."""
-    max_offset_cells: float = 2.0
+    max_offset_cells: float = 4.0
     """Largest shift of the surface (in search-grid cells) tried to match the silhouettes to the masks."""
     min_component_frac: float = 0.02
     """Components with less area than this fraction of the largest are removed (floaters)."""

@@ -81,7 +81,14 @@ def render_rays(
     color = (w[..., None] * rgb).sum(1) + (1.0 - acc[:, None]) * background
     depth = (w * t).sum(1)
     with torch.no_grad():
-        reached = torch.cumsum(w, dim=1) >= 0.5
-        first = reached.float().argmax(dim=1)
-        surface = torch.where(reached.any(dim=1), t.gather(1, first[:, None])[:, 0], torch.full_like(acc, float("inf")))
+        # Where the accumulated opacity crosses 0.5, interpolated inside the crossing sample's interval
+        # (the sample centre alone would bias the surface inwards by up to a step).
+        cum = torch.cumsum(w, dim=1)
+        reached = cum >= 0.5
+        first = reached.float().argmax(dim=1, keepdim=True)
+        w_k = w.gather(1, first).clamp(min=1e-8)
+        before = (cum.gather(1, first) - w.gather(1, first))
+        frac = ((0.5 - before) / w_k).clamp(0, 1)
+        t_cross = t.gather(1, first) - 0.5 * step + frac * step
+        surface = torch.where(reached.any(dim=1), t_cross[:, 0], torch.full_like(acc, float("inf")))
     return RayOutput(rgb=color, acc=acc, depth=depth, surface=surface, samples=int(idx[0].numel()))

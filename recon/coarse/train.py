@@ -174,7 +174,7 @@ def fit_coarse_field(
             loss.backward()
             optimizer.step()
             loss_val = float(loss.detach())
-            psnr_val = -10 * math.log10(max(float(mse), 1e-10))
+            psnr_val = -10 * math.log10(max(float(mse.detach()), 1e-10))
             done = step + 1
             if cfg.refresh_every and done % cfg.refresh_every == 0 and done < cfg.steps:
                 occupancy = refresh_occupancy(field, hull, cur_step)
