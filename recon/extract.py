@@ -183,7 +183,7 @@ def observed_floor(depths: Tensor, cams, quantile: float = 0.001) -> float:
     """Height (y) of the lowest surface point the views observed (a robust minimum over back-projected
     depth pixels). Below it no view saw matter: orbits that look down on the object leave a wedge under it
     that every view sees only through the object, and which would otherwise stay solid."""
-    N, H, W = depths.shape
+    N = depths.shape[0]
     ys = []
     for v in range(N):
         o, d = cams.pixel_rays(v)
@@ -218,7 +218,7 @@ def project_colors(verts: Tensor, faces: Tensor, orbit: Orbit, size: int = 256) 
         cam = cams.subset([v])
         pos = clip_positions(verts, cam)
         rast = rasterize(pos, faces.int(), (size, size))[0]
-        xy, depth = cam.project(verts)
+        xy, _ = cam.project(verts)
         px = torch.floor(xy[0]).long()
         ok = (px[:, 0] >= 0) & (px[:, 0] < size) & (px[:, 1] >= 0) & (px[:, 1] < size)
         px[:, 0].clamp_(0, size - 1)

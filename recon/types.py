@@ -132,7 +132,7 @@ class CoarseField:
 
         if state["kind"] == "grid":
             module = DenseGridField(**state["init"])
-            module.upsample(state["field"]["density"].shape[-1])
+            module.upsample(state["field"]["grid"].shape[0])
         else:
             module = HashGridField(**state["init"])
         module.load_state_dict(state["field"])

@@ -15,18 +15,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-
-def _to_unit(x: Tensor, bound: float) -> Tensor:
-    """World [-bound, bound] -> [-1, 1] (grid_sample's align_corners=True frame)."""
-    return x / bound
+from recon.coarse.trilinear import trilinear
 
 
 class DenseGridField(nn.Module):
-    """Density and colour on dense grids over [-bound, bound]^3.
+    """Density and colour on one dense channels-last grid [X, Y, Z, 4] over [-bound, bound]^3.
 
     sigma = softplus(density_logit) * density_scale; rgb = sigmoid(colour_logit). ``density_scale``
     (1 / the finest cell size) makes a logit step of ~1 change a cell's opacity by a useful amount, so
-    Adam reaches opaque surfaces in tens of steps. Grids are indexed [C, Z, Y, X] as grid_sample expects.
+    Adam reaches opaque surfaces in tens of steps. Sampling uses recon.coarse.trilinear (numba on CPU).
     """
 
     def __init__(self, resolution: int, bound: float = 0.6, init_sigma: float = 1.0, density_scale: float = 100.0):
@@ -34,44 +31,38 @@ class DenseGridField(nn.Module):
         self.bound = bound
         self.density_scale = density_scale
         logit = math.log(math.expm1(init_sigma / density_scale))
-        self.density = nn.Parameter(torch.full((1, 1, resolution, resolution, resolution), logit))
-        self.color = nn.Parameter(torch.zeros(1, 3, resolution, resolution, resolution))
+        grid = torch.zeros(resolution, resolution, resolution, 4)
+        grid[..., 0] = logit
+        self.grid = nn.Parameter(grid)
 
     @property
     def resolution(self) -> int:
-        return self.density.shape[-1]
-
-    def _sample(self, grid: Tensor, x: Tensor) -> Tensor:
-        g = _to_unit(x, self.bound).reshape(1, 1, 1, -1, 3)
-        out = torch.nn.functional.grid_sample(grid, g, mode="bilinear", padding_mode="border", align_corners=True)
-        return out.reshape(grid.shape[1], -1).t()
+        return self.grid.shape[0]
 
     def sigma(self, x: Tensor) -> Tensor:
         """[P, 3] -> [P] density."""
-        return torch.nn.functional.softplus(self._sample(self.density, x)[:, 0]) * self.density_scale
+        return torch.nn.functional.softplus(trilinear(self.grid, x, self.bound)[:, 0]) * self.density_scale
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        both = torch.cat([self.density, self.color], dim=1)
-        out = self._sample(both, x)
+        out = trilinear(self.grid, x, self.bound)
         return torch.nn.functional.softplus(out[:, 0]) * self.density_scale, torch.sigmoid(out[:, 1:])
 
     @torch.no_grad()
     def upsample(self, resolution: int) -> None:
-        """Trilinearly resample both grids to ``resolution``^3 (coarse-to-fine)."""
-        for name in ("density", "color"):
-            old = getattr(self, name)
-            new = torch.nn.functional.interpolate(old, size=(resolution,) * 3, mode="trilinear", align_corners=True)
-            setattr(self, name, nn.Parameter(new.contiguous()))
+        """Trilinearly resample the grid to ``resolution``^3 (coarse-to-fine)."""
+        old = self.grid.permute(3, 0, 1, 2)[None]
+        new = torch.nn.functional.interpolate(old, size=(resolution,) * 3, mode="trilinear", align_corners=True)
+        self.grid = nn.Parameter(new[0].permute(1, 2, 3, 0).contiguous())
 
     def total_variation(self, n: int = 8192, generator: torch.Generator | None = None) -> Tensor:
         """Mean squared difference between random voxels and their +x/+y/+z neighbours (a TV prior
         on the density logits, sampled so its cost does not grow with the grid)."""
-        d = self.density[0, 0]
-        R = d.shape[0]
-        idx = torch.randint(0, R - 1, (n, 3), generator=generator, device=d.device)
-        z, y, x = idx[:, 0], idx[:, 1], idx[:, 2]
-        c = d[z, y, x]
-        return ((d[z + 1, y, x] - c) ** 2 + (d[z, y + 1, x] - c) ** 2 + (d[z, y, x + 1] - c) ** 2).mean()
+        R = self.resolution
+        idx = torch.randint(0, R - 1, (n, 3), generator=generator, device=self.grid.device)
+        x, y, z = idx[:, 0], idx[:, 1], idx[:, 2]
+        d = self.grid[..., 0]
+        c = d[x, y, z]
+        return ((d[x + 1, y, z] - c) ** 2 + (d[x, y + 1, z] - c) ** 2 + (d[x, y, z + 1] - c) ** 2).mean()
 
 
 class HashEncoding(nn.Module):
