@@ -94,3 +94,24 @@ def test_unreadable_mesh_is_a_one_line_error(tmp_path: Path, capsys):
 def test_missing_mesh(tmp_path: Path, capsys, missing: str):
     assert main(["render-orbit", str(tmp_path / missing), "-o", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_ground_truth_glb_renders_like_the_orbit_for_textured_obj(tmp_path: Path):
+    # An OBJ whose MTL has Kd 0.5 and a texture: the orbit shows the texture alone, and so must the GLB.
+    box = trimesh.creation.box(extents=[0.8, 0.6, 0.5])
+    uv = np.random.default_rng(0).random((len(box.vertices), 2))
+    material = trimesh.visual.material.SimpleMaterial(image=Image.fromarray(np.full((8, 8, 3), 200, np.uint8)),
+                                                      diffuse=[128, 128, 128, 255])
+    box.visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    box.export(tmp_path / "q.obj")
+    assert "Kd 0.50" in "".join(p.read_text() for p in tmp_path.glob("*.mtl"))
+    out = tmp_path / "o"
+    assert main(["render-orbit", str(tmp_path / "q.obj"), "-o", str(out), "--size", "32", "--supersample", "1"]) == 0
+    from recon.data.cameras import orbit_cameras
+
+    cams = orbit_cameras(torch.tensor([10.0]), torch.tensor([0.0]), 2.0, 33.8, 32)
+    rgb, alpha = render_views(load_render_mesh(out / "ground_truth.glb"), cams, supersample=1)
+    frame = load_orbit(out).images[-1]
+    inside = alpha[0] > 0.99
+    assert inside.sum() > 50
+    assert (rgb[0][inside] - frame[inside]).abs().max() < 2 / 255

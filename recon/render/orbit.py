@@ -26,6 +26,19 @@ def normalization_transform(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return m
 
 
+def _match_render_materials(loaded) -> None:
+    """Make the ground truth's materials say what was rendered: an OBJ material with a texture renders
+    the texture alone (recon.render.mesh), but trimesh would carry its Kd into the GLB's baseColorFactor
+    and darken every later render of the ground truth."""
+    import trimesh
+
+    geoms = loaded.geometry.values() if isinstance(loaded, trimesh.Scene) else [loaded]
+    for g in geoms:
+        material = getattr(g.visual, "material", None)
+        if isinstance(material, trimesh.visual.material.SimpleMaterial) and material.image is not None:
+            material.diffuse = [255, 255, 255, 255]
+
+
 def render_mesh_orbit(
     mesh_path: Path,
     out_dir: Path,
@@ -70,6 +83,7 @@ def render_mesh_orbit(
     write_orbit(orbit, out_dir, alpha=alpha, transforms=transforms)
     gt = trimesh.load(mesh_path, process=False)
     gt.apply_transform(m)
+    _match_render_materials(gt)
     gt_path = out_dir / "ground_truth.glb"
     with atomic_path(gt_path) as tmp:
         gt.export(tmp)
