@@ -96,6 +96,16 @@ def load_orbit(path: str | Path, cfg: DataConfig | None = None) -> Orbit:
 # orbit.json
 
 
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; unreadable or invalid files raise InputError naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+
+
 def _finite_number(value: Any, path: Path, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InputError(path, f"{key} must be a finite number, got {value!r}")
@@ -157,12 +167,7 @@ def read_orbit_json(path: Path, n_frames: int, notes: list[str]) -> dict[str, An
             "azimuth_direction": "ccw",
             "background": np.ones(3, dtype=np.float32),
         }
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise InputError(path, "expected a JSON object")
     unknown = sorted(set(data) - ORBIT_JSON_KEYS)
@@ -310,12 +315,7 @@ def _intrinsic(frame: dict[str, Any], data: dict[str, Any], key: str) -> float |
 
 
 def _load_transforms(path: Path, cfg: DataConfig) -> Orbit:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
         raise InputError(path, "expected an object with a non-empty 'frames' list")
     frames_meta = data["frames"]

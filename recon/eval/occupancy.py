@@ -15,37 +15,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-
-@njit(cache=True, inline="always")
-def _edge(ax, ay, bx, by, px, py):
-    return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
-
-
-@njit(cache=True)
-def _inside(i0, i1, i2, x0, y0, x1, y1, x2, y2, s, px, py):
-    """Point-in-triangle with the canonical-edge tie rule; returns (inside, b0, b1)."""
-    if i1 < i2:
-        e0, t0 = _edge(x1, y1, x2, y2, px, py), 1.0
-    else:
-        e0, t0 = -_edge(x2, y2, x1, y1, px, py), -1.0
-    e0 *= s
-    if e0 < 0 or (e0 == 0 and t0 * s < 0):
-        return False, 0.0, 0.0
-    if i2 < i0:
-        e1, t1 = _edge(x2, y2, x0, y0, px, py), 1.0
-    else:
-        e1, t1 = -_edge(x0, y0, x2, y2, px, py), -1.0
-    e1 *= s
-    if e1 < 0 or (e1 == 0 and t1 * s < 0):
-        return False, 0.0, 0.0
-    if i0 < i1:
-        e2, t2 = _edge(x0, y0, x1, y1, px, py), 1.0
-    else:
-        e2, t2 = -_edge(x1, y1, x0, y0, px, py), -1.0
-    e2 *= s
-    if e2 < 0 or (e2 == 0 and t2 * s < 0):
-        return False, 0.0, 0.0
-    return True, e0, e1
+from recon.render._edges import edge as _edge
+from recon.render._edges import inside_canonical as _inside
 
 
 @njit(cache=True, parallel=True)

@@ -16,6 +16,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from recon.render._edges import edge as _edge
+from recon.render._edges import inside_canonical
+
 NEAR_W = 1e-6
 """Clip-space w below which a vertex counts as behind the camera."""
 
@@ -25,9 +28,6 @@ def _to_screen(x, y, w, W, H):
     return (x / w + 1.0) * 0.5 * W, (1.0 - y / w) * 0.5 * H
 
 
-@njit(cache=True, inline="always")
-def _edge(ax, ay, bx, by, px, py):
-    return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
 @njit(cache=True, parallel=True)
@@ -76,39 +76,13 @@ def _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf):
             inv_area = 1.0 / area
             zw0, zw1, zw2 = scr[b, i0, 2], scr[b, i1, 2], scr[b, i2, 2]
             w0, w1, w2 = pos[b, i0, 3], pos[b, i1, 3], pos[b, i2, 3]
-            # Each edge's function is evaluated from its lower-index endpoint, so the two triangles sharing
-            # an edge compute the same number with opposite sign; ties go to the positive side.
+            # Shared edges: see recon.render._edges (each pixel goes to exactly one of two neighbours).
             for py in range(ymin, ymax + 1):
                 cy = py + 0.5
                 for px in range(xmin, xmax + 1):
                     cx = px + 0.5
-                    # edge opposite vertex 0: (1 -> 2)
-                    if i1 < i2:
-                        e0 = _edge(x1, yy1, x2, yy2, cx, cy)
-                        t0 = 1.0
-                    else:
-                        e0 = -_edge(x2, yy2, x1, yy1, cx, cy)
-                        t0 = -1.0
-                    e0 *= s
-                    if e0 < 0 or (e0 == 0 and t0 * s < 0):
-                        continue
-                    if i2 < i0:
-                        e1 = _edge(x2, yy2, x0, yy0, cx, cy)
-                        t1 = 1.0
-                    else:
-                        e1 = -_edge(x0, yy0, x2, yy2, cx, cy)
-                        t1 = -1.0
-                    e1 *= s
-                    if e1 < 0 or (e1 == 0 and t1 * s < 0):
-                        continue
-                    if i0 < i1:
-                        e2 = _edge(x0, yy0, x1, yy1, cx, cy)
-                        t2 = 1.0
-                    else:
-                        e2 = -_edge(x1, yy1, x0, yy0, cx, cy)
-                        t2 = -1.0
-                    e2 *= s
-                    if e2 < 0 or (e2 == 0 and t2 * s < 0):
+                    ok, e0, e1 = inside_canonical(i0, i1, i2, x0, yy0, x1, yy1, x2, yy2, s, cx, cy)
+                    if not ok:
                         continue
                     # Screen-space barycentrics; z/w is linear in screen space.
                     b0 = e0 * s * inv_area
