@@ -30,16 +30,20 @@ def _corner(u, n):
     return i0, f
 
 
+@njit(cache=True, inline="always")
+def _cell(idx, p, R0, R1, R2):
+    """Lower and upper corner indices and fractions of point ``p`` along each axis."""
+    x0, fx = _corner(idx[p, 0], R0)
+    y0, fy = _corner(idx[p, 1], R1)
+    z0, fz = _corner(idx[p, 2], R2)
+    return x0, min(x0 + 1, R0 - 1), fx, y0, min(y0 + 1, R1 - 1), fy, z0, min(z0 + 1, R2 - 1), fz
+
+
 @njit(cache=True, parallel=True)
 def _forward(grid, idx, out):
     R0, R1, R2, C = grid.shape
     for p in prange(idx.shape[0]):
-        x0, fx = _corner(idx[p, 0], R0)
-        y0, fy = _corner(idx[p, 1], R1)
-        z0, fz = _corner(idx[p, 2], R2)
-        x1 = min(x0 + 1, R0 - 1)
-        y1 = min(y0 + 1, R1 - 1)
-        z1 = min(z0 + 1, R2 - 1)
+        x0, x1, fx, y0, y1, fy, z0, z1, fz = _cell(idx, p, R0, R1, R2)
         for c in range(C):
             c00 = grid[x0, y0, z0, c] * (1 - fz) + grid[x0, y0, z1, c] * fz
             c01 = grid[x0, y1, z0, c] * (1 - fz) + grid[x0, y1, z1, c] * fz
@@ -52,12 +56,7 @@ def _forward(grid, idx, out):
 def _backward(grad_out, idx, grad_grid):
     R0, R1, R2, C = grad_grid.shape
     for p in range(idx.shape[0]):
-        x0, fx = _corner(idx[p, 0], R0)
-        y0, fy = _corner(idx[p, 1], R1)
-        z0, fz = _corner(idx[p, 2], R2)
-        x1 = min(x0 + 1, R0 - 1)
-        y1 = min(y0 + 1, R1 - 1)
-        z1 = min(z0 + 1, R2 - 1)
+        x0, x1, fx, y0, y1, fy, z0, z1, fz = _cell(idx, p, R0, R1, R2)
         for c in range(C):
             g = grad_out[p, c]
             if g == 0.0:

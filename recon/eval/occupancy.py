@@ -19,6 +19,18 @@ from recon.render._edges import edge as _edge
 from recon.render._edges import inside_canonical as _inside
 
 
+@njit(cache=True, inline="always")
+def _projected_bounds(x0, y0, x1, y1, x2, y2, lo, step, n):
+    """Signed area, orientation and the column/row ranges whose centres lie in the triangle's box."""
+    area = _edge(x0, y0, x1, y1, x2, y2)
+    s = 1.0 if area > 0 else -1.0
+    cmin = max(int(math.ceil((min(x0, x1, x2) - lo) / step - 0.5)), 0)
+    cmax = min(int(math.floor((max(x0, x1, x2) - lo) / step - 0.5)), n - 1)
+    rmin = max(int(math.ceil((min(y0, y1, y2) - lo) / step - 0.5)), 0)
+    rmax = min(int(math.floor((max(y0, y1, y2) - lo) / step - 0.5)), n - 1)
+    return area, s, cmin, cmax, rmin, rmax
+
+
 @njit(cache=True, parallel=True)
 def _parity_axis(verts, faces, axis, lo, step, n):
     """[n, n, n] bool occupancy (indexed x, y, z) from rays along ``axis`` through column centres."""
@@ -32,14 +44,9 @@ def _parity_axis(verts, faces, axis, lo, step, n):
         x0, y0 = verts[i0, ua], verts[i0, va]
         x1, y1 = verts[i1, ua], verts[i1, va]
         x2, y2 = verts[i2, ua], verts[i2, va]
-        area = _edge(x0, y0, x1, y1, x2, y2)
+        area, s, cmin, cmax, rmin, rmax = _projected_bounds(x0, y0, x1, y1, x2, y2, lo, step, n)
         if area == 0.0:
             continue
-        s = 1.0 if area > 0 else -1.0
-        cmin = max(int(math.ceil((min(x0, x1, x2) - lo) / step - 0.5)), 0)
-        cmax = min(int(math.floor((max(x0, x1, x2) - lo) / step - 0.5)), n - 1)
-        rmin = max(int(math.ceil((min(y0, y1, y2) - lo) / step - 0.5)), 0)
-        rmax = min(int(math.floor((max(y0, y1, y2) - lo) / step - 0.5)), n - 1)
         for c in range(cmin, cmax + 1):
             px = lo + (c + 0.5) * step
             for r in range(rmin, rmax + 1):
@@ -58,14 +65,9 @@ def _parity_axis(verts, faces, axis, lo, step, n):
         x0, y0 = verts[i0, ua], verts[i0, va]
         x1, y1 = verts[i1, ua], verts[i1, va]
         x2, y2 = verts[i2, ua], verts[i2, va]
-        area = _edge(x0, y0, x1, y1, x2, y2)
+        area, s, cmin, cmax, rmin, rmax = _projected_bounds(x0, y0, x1, y1, x2, y2, lo, step, n)
         if area == 0.0:
             continue
-        s = 1.0 if area > 0 else -1.0
-        cmin = max(int(math.ceil((min(x0, x1, x2) - lo) / step - 0.5)), 0)
-        cmax = min(int(math.floor((max(x0, x1, x2) - lo) / step - 0.5)), n - 1)
-        rmin = max(int(math.ceil((min(y0, y1, y2) - lo) / step - 0.5)), 0)
-        rmax = min(int(math.floor((max(y0, y1, y2) - lo) / step - 0.5)), n - 1)
         for c in range(cmin, cmax + 1):
             px = lo + (c + 0.5) * step
             for r in range(rmin, rmax + 1):
