@@ -27,6 +27,7 @@ from _common import best_of, machine_info, peak_memory, print_table, write_json
 
 from recon.data.cameras import orbit_cameras, sv3d_azimuths
 from recon.render import antialias, edge_topology, interpolate, rasterize
+from recon.render.views import clip_positions
 
 SUBDIVISIONS = {20_480: 5, 81_920: 6, 327_680: 7}
 TARGETS_S = {  # issue 3 targets on 2 cores, 320k faces x 21 views: (rasterize, +interp+L2 fwd+bwd, +antialias)
@@ -41,9 +42,7 @@ def run_case(faces: int, res: int, views: int, repeats: int, device: str) -> dic
     tri = torch.tensor(mesh.faces, dtype=torch.int32, device=device)
     az = sv3d_azimuths()[-views:]
     cams = orbit_cameras(torch.full_like(az, 10.0), az, 2.0, 33.8, res)
-    mvp = cams.mvp().to(device)
-    homo = torch.cat([verts, torch.ones(len(verts), 1, device=device)], 1)
-    pos = torch.einsum("bij,vj->bvi", mvp, homo).contiguous()
+    pos = clip_positions(verts, cams.to(device))
     colors = torch.rand(len(verts), 3, device=device)
     target = torch.rand(views, res, res, 3, device=device)
     edge_topology(tri)  # topology is cached across steps in training; build it once here

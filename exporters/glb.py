@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from recon.io import atomic_path
+from recon.io import atomic_path, to_uint8
 
 
 def write_textured_glb(path: str | Path, verts: np.ndarray, faces: np.ndarray, uvs: np.ndarray,
@@ -24,11 +24,8 @@ def write_textured_glb(path: str | Path, verts: np.ndarray, faces: np.ndarray, u
     """
     import trimesh
 
-    tex = np.asarray(texture)
-    if tex.dtype != np.uint8:
-        tex = np.clip(np.rint(tex * 255), 0, 255).astype(np.uint8)
     material = trimesh.visual.material.PBRMaterial(
-        baseColorTexture=Image.fromarray(tex), metallicFactor=0.0, roughnessFactor=1.0, doubleSided=False,
+        baseColorTexture=Image.fromarray(to_uint8(texture)), metallicFactor=0.0, roughnessFactor=1.0, doubleSided=False,
     )
     # trimesh holds OpenGL-style UVs (v up) and flips them back to glTF's on export.
     uv_gl = np.stack([uvs[:, 0], 1.0 - uvs[:, 1]], axis=1)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from recon.coarse.config import ExtractConfig
 from recon.coarse.occupancy import Occupancy
+from recon.data.cameras import pixel_index
 from recon.render import rasterize
 from recon.render.views import clip_positions
 from recon.types import CoarseField, Mesh, Orbit
@@ -93,18 +94,13 @@ def silhouette_iou(verts: np.ndarray, faces: np.ndarray, orbit: Orbit, size: int
 def surface_depths(field: CoarseField, orbit: Orbit, size: int, chunk: int = 16384) -> tuple[Tensor, object]:
     """Distance along each pixel's ray to where the field's opacity reaches 0.5, for every input view at
     ``size``² (inf where the ray stays mostly transparent). Returns (depths [N, size, size], cameras)."""
-    from recon.coarse.render import render_rays
+    from recon.coarse.render import render_camera
 
     cams = orbit.cameras.to("cpu").scaled(size, size)
     occ = Occupancy(field.occupancy, field.bound)
     step = 2 * field.bound / 256
-    bg = torch.ones(3)
-    out = torch.empty(len(cams), size * size)
-    for v in range(len(cams)):
-        o, d = cams.pixel_rays(v)
-        o, d = o.reshape(-1, 3), d.reshape(-1, 3)
-        out[v] = torch.cat([render_rays(field.field, occ, oc, dc, step, bg).surface
-                            for oc, dc in zip(o.split(chunk), d.split(chunk), strict=True)])
+    out = torch.stack([render_camera(field.field, occ, cams, v, step, torch.ones(3), chunk).surface
+                       for v in range(len(cams))])
     return out.reshape(len(cams), size, size), cams
 
 
@@ -135,9 +131,7 @@ def carve_margin(points: Tensor, depths: Tensor, masks: Tensor, cams, robust_ran
                                           padding_mode="border", align_corners=False)[:, 0, 0]
     den = torch.nn.functional.grid_sample(finite[:, None].float(), grid, mode="bilinear", padding_mode="border",
                                           align_corners=False)[:, 0, 0]
-    px = torch.floor(xy).long()
-    px[..., 0].clamp_(0, W - 1)
-    px[..., 1].clamp_(0, H - 1)
+    px, _ = pixel_index(xy, W, H)  # out-of-image points are dropped by `inside` below
     in_mask = masks[torch.arange(N)[:, None], px[..., 1], px[..., 0]]
     has_depth = den > 0.5
     margin = torch.full_like(dist, -float("inf"))
@@ -219,10 +213,7 @@ def project_colors(verts: Tensor, faces: Tensor, orbit: Orbit, size: int = 256) 
         pos = clip_positions(verts, cam)
         rast = rasterize(pos, faces.int(), (size, size))[0]
         xy, _ = cam.project(verts)
-        px = torch.floor(xy[0]).long()
-        ok = (px[:, 0] >= 0) & (px[:, 0] < size) & (px[:, 1] >= 0) & (px[:, 1] < size)
-        px[:, 0].clamp_(0, size - 1)
-        px[:, 1].clamp_(0, size - 1)
+        px, ok = pixel_index(xy[0], size, size)
         zbuf = rast[px[:, 1], px[:, 0], 2]
         covered = rast[px[:, 1], px[:, 0], 3] > 0
         zw = pos[0, :, 2] / pos[0, :, 3]

@@ -45,6 +45,20 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=1) + "\n")
 
 
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float values in [0, 1] (clipped) to uint8, rounded to nearest; uint8 input is returned as is."""
+    arr = np.asarray(values)
+    if arr.dtype == np.uint8:
+        return arr
+    return np.clip(np.rint(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def rgba_uint8(rgb: np.ndarray) -> np.ndarray:
+    """[N, 3] colours in [0, 1] -> [N, 4] opaque uint8 RGBA (vertex colours for trimesh)."""
+    rgb8 = to_uint8(rgb)
+    return np.concatenate([rgb8, np.full((len(rgb8), 1), 255, np.uint8)], axis=1)
+
+
 def write_png(path: str | Path, image: np.ndarray) -> Path:
     """Write an image atomically as PNG.
 
@@ -53,9 +67,6 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     """
     from PIL import Image
 
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
     with atomic_path(path) as tmp:
-        Image.fromarray(arr).save(tmp, format="PNG")
+        Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
     return Path(path)

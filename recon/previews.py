@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from recon.coarse.occupancy import Occupancy
-from recon.coarse.render import render_rays
+from recon.coarse.render import render_camera
 from recon.data.cameras import Cameras
 from recon.io import write_png
 from recon.render.mesh import RenderMesh
@@ -35,13 +35,9 @@ def preview_views(orbit: Orbit, count: int = 4) -> list[int]:
 @torch.no_grad()
 def render_field(field: CoarseField, cameras: Cameras, view: int, background: Tensor, chunk: int = 16384) -> Tensor:
     """[H, W, 3] volume rendering of the coarse field in one camera."""
-    o, d = cameras.pixel_rays(view)
-    H, W = o.shape[:2]
     occ = Occupancy(field.occupancy, field.bound)
-    step = 2 * field.bound / 256
-    rgb = torch.cat([render_rays(field.field, occ, oc, dc, step, background).rgb
-                     for oc, dc in zip(o.reshape(-1, 3).split(chunk), d.reshape(-1, 3).split(chunk), strict=True)])
-    return rgb.reshape(H, W, 3)
+    out = render_camera(field.field, occ, cameras, view, 2 * field.bound / 256, background, chunk)
+    return out.rgb.reshape(cameras.height, cameras.width, 3)
 
 
 def coarse_previews(orbit: Orbit, field: CoarseField, mesh: Mesh, out_dir: Path, size: int = 160) -> dict[str, Path]:

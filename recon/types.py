@@ -159,12 +159,12 @@ class Mesh:
     colors: Tensor
 
     def to_trimesh(self):
-        import numpy as np
         import trimesh
 
-        rgb = np.clip(np.rint(self.colors.numpy() * 255), 0, 255).astype(np.uint8)
-        rgba = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
-        return trimesh.Trimesh(self.verts.numpy(), self.faces.numpy(), vertex_colors=rgba, process=False)
+        from recon.io import rgba_uint8
+
+        return trimesh.Trimesh(self.verts.numpy(), self.faces.numpy(), vertex_colors=rgba_uint8(self.colors.numpy()),
+                               process=False)
 
     def save_ply(self, path) -> None:
         """Binary PLY with vertex colours, written atomically."""

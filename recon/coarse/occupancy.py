@@ -16,6 +16,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from recon.data.cameras import pixel_index
 from recon.types import Orbit
 
 
@@ -89,11 +90,8 @@ def visual_hull(orbit: Orbit, res: int = 64, bound: float = 0.6, dilation_frac: 
     outside_votes = torch.zeros(centers.shape[0], dtype=torch.int32)
     for v in range(len(cams)):
         m = torch.from_numpy(ndimage.binary_dilation(masks[v], structure=disk))
-        px = torch.floor(xy[v]).long()
-        seen = (px[:, 0] >= 0) & (px[:, 0] < orbit.width) & (px[:, 1] >= 0) & (px[:, 1] < orbit.height)
+        px, seen = pixel_index(xy[v], orbit.width, orbit.height)
         seen &= depth[v] > 0
-        px[:, 0].clamp_(0, orbit.width - 1)
-        px[:, 1].clamp_(0, orbit.height - 1)
         in_mask = m[px[:, 1], px[:, 0]]
         outside_votes += (seen & ~in_mask).int()
     keep = outside_votes <= tolerance_views

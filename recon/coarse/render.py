@@ -27,6 +27,21 @@ class RayOutput:
     samples: int
 
 
+def render_camera(field: nn.Module, occupancy: Occupancy, cameras, view: int, step: float, background: Tensor,
+                  chunk: int = 16384) -> RayOutput:
+    """Render every pixel of one camera, ``chunk`` rays at a time (memory stays bounded).
+
+    Returns:
+        a RayOutput whose per-ray tensors are flattened row-major over the [H, W] image.
+    """
+    o, d = cameras.pixel_rays(view)
+    parts = [render_rays(field, occupancy, oc, dc, step, background)
+             for oc, dc in zip(o.reshape(-1, 3).split(chunk), d.reshape(-1, 3).split(chunk), strict=True)]
+    return RayOutput(rgb=torch.cat([p.rgb for p in parts]), acc=torch.cat([p.acc for p in parts]),
+                     depth=torch.cat([p.depth for p in parts]), surface=torch.cat([p.surface for p in parts]),
+                     samples=sum(p.samples for p in parts))
+
+
 def ray_box(origins: Tensor, dirs: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     """Entry and exit ray parameters of the box [lo, hi] ([R] each; t_far < t_near where it misses)."""
     inv = 1.0 / torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)

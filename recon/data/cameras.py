@@ -244,6 +244,22 @@ class Cameras:
         return o.reshape(len(ys), len(xs), 3), d.reshape(len(ys), len(xs), 3)
 
 
+def pixel_index(xy: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+    """The pixel holding each image point.
+
+    Args:
+        xy: [..., 2] pixel coordinates (top-left origin, pixel centres at +0.5).
+    Returns:
+        px: [..., 2] int64 (column, row), clamped into the image; inside: [...] bool, False where the
+        point lies outside the image (its clamped pixel is then only a placeholder).
+    """
+    px = torch.floor(xy).long()
+    inside = (px[..., 0] >= 0) & (px[..., 0] < width) & (px[..., 1] >= 0) & (px[..., 1] < height)
+    px[..., 0].clamp_(0, width - 1)
+    px[..., 1].clamp_(0, height - 1)
+    return px, inside
+
+
 def orbit_cameras(
     elevations_deg: Tensor,
     azimuths_deg: Tensor,

@@ -12,7 +12,7 @@ from rich.table import Table
 from scipy import ndimage
 
 from recon.data.images import touches_border
-from recon.io import write_png
+from recon.io import to_uint8, write_png
 from recon.types import Orbit
 
 
@@ -94,14 +94,14 @@ def contact_sheet(orbit: Orbit, path: str | Path, tile: int = 160, columns: int 
     tint = np.array([0.55, 0.7, 1.0], dtype=np.float32)
     for i in range(n):
         # Resize first, then outline, so the outline stays one tile pixel wide at any input size.
-        img8 = np.clip(np.rint(images[i].numpy() * 255), 0, 255).astype(np.uint8)
-        img = np.asarray(Image.fromarray(img8).resize(size, Image.BILINEAR), dtype=np.float32) / 255.0
-        m8 = np.clip(np.rint(masks[i].numpy() * 255), 0, 255).astype(np.uint8)
-        m = np.asarray(Image.fromarray(m8).resize(size, Image.BILINEAR), dtype=np.float32)[..., None] / 255.0
+        img = np.asarray(Image.fromarray(to_uint8(images[i].numpy())).resize(size, Image.BILINEAR),
+                         dtype=np.float32) / 255.0
+        m = np.asarray(Image.fromarray(to_uint8(masks[i].numpy())).resize(size, Image.BILINEAR),
+                       dtype=np.float32)[..., None] / 255.0
         shown = img * m + (img * 0.5 + tint * 0.5) * (1 - m)
         inside = m[..., 0] > 0.5
         shown[inside & ~ndimage.binary_erosion(inside)] = (1.0, 0.85, 0.0)
-        pil = Image.fromarray(np.clip(np.rint(shown * 255), 0, 255).astype(np.uint8))
+        pil = Image.fromarray(to_uint8(shown))
         x0 = (i % columns) * tile
         y0 = (i // columns) * (tile + label_h)
         sheet.paste(pil, (x0 + (tile - size[0]) // 2, y0 + label_h + (tile - size[1]) // 2))

@@ -28,6 +28,7 @@ from recon.data.cameras import (
     orbit_cameras,
     sv3d_azimuths,
 )
+from recon.io import rgba_uint8
 from recon.types import Orbit
 
 Texture = Callable[[Tensor], Tensor]
@@ -255,9 +256,7 @@ class Scene:
         parts = [s.mesh(detail) for s in self.shapes]
         mesh = parts[0] if len(parts) == 1 else trimesh.boolean.union(parts, engine="manifold")
         verts = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float64))
-        rgb = self.color(verts).clamp(0, 1).numpy()
-        colors = np.concatenate([np.rint(rgb * 255), np.full((len(rgb), 1), 255)], axis=1).astype(np.uint8)
-        mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=colors)
+        mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=rgba_uint8(self.color(verts).numpy()))
         return mesh
 
     def occupancy(self, points: Tensor) -> Tensor:

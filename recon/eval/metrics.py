@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -108,15 +108,6 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> float:
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return float(s.mean())
-
-
-@dataclass
-class MeshPair:
-    """Two meshes to compare; geometry as numpy, appearance for the 2D metrics."""
-
-    pred: RenderMesh
-    gt: RenderMesh
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_meshes(pred: RenderMesh, gt: RenderMesh, cfg: EvalConfig | None = None) -> dict[str, float]:

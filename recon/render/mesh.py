@@ -51,32 +51,6 @@ class RenderMesh:
         scale = 1.0 / float((hi - lo).max())
         return replace(self, verts=(self.verts - (lo + hi) / 2) * scale)
 
-    def to_trimesh(self):
-        """A trimesh with vertex colours (textures baked to vertices by nearest lookup) for metrics/export."""
-        import trimesh
-
-        rgb = self.vertex_albedo().clamp(0, 1).numpy()
-        colors = np.concatenate([np.rint(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
-        return trimesh.Trimesh(self.verts.numpy(), self.faces.numpy().astype(np.int64), vertex_colors=colors,
-                               process=False)
-
-    def vertex_albedo(self) -> Tensor:
-        """[V, 3] albedo per vertex: vertex colour x material factor, times the texture at the vertex UV."""
-        out = self.colors.clone()
-        for m, tex in enumerate(self.textures):
-            vids = torch.unique(self.faces[self.face_material == m].long().reshape(-1))
-            if vids.numel() == 0:
-                continue
-            col = self.material_colors[m].expand(len(vids), 3)
-            if tex is not None:
-                h, w = tex.shape[:2]
-                uv = self.uvs[vids]
-                x = (uv[:, 0].remainder(1.0) * w).long().clamp(0, w - 1)
-                y = (uv[:, 1].remainder(1.0) * h).long().clamp(0, h - 1)
-                col = col * tex[y, x]
-            out[vids] = out[vids] * col
-        return out
-
 
 def _material_of(visual) -> tuple[Tensor | None, Tensor]:
     """(texture or None, base colour factor [3]) of a trimesh visual.
