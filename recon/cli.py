@@ -48,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(preset="fast")
 
-    p = sub.add_parser("fit", help="reconstruct a mesh from an orbit (stages so far: data, coarse)")
+    p = sub.add_parser("fit", help="reconstruct a mesh from an orbit (stages so far: data, coarse, refine)")
     p.add_argument("orbit", type=Path, help="orbit folder, video, or transforms.json")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     from recon.pipeline import STAGES
 
     p.add_argument("--until", choices=STAGES, default=STAGES[-1], help=f"last stage to run (default {STAGES[-1]})")
+    p.add_argument("--from-stage", choices=STAGES[1:], default=None,
+                   help="recompute from this stage on, reading earlier results from the output folder")
     _common(p)
 
     p = sub.add_parser("orbit-info", help="print what was understood of an orbit; write a contact sheet")
@@ -154,13 +156,17 @@ def _report(result) -> None:
         print(f"coarse: {coarse['steps']} steps in {coarse['seconds']:.1f} s, "
               f"train PSNR {coarse['train_psnr']:.2f} dB, {coarse['faces']} faces, "
               f"silhouette IoU {coarse['silhouette_iou']:.3f}")
+    refine = result.metrics.get("refine")
+    if refine:
+        print(f"refine: {refine['steps']} steps in {refine['seconds']:.1f} s, "
+              f"train PSNR {refine['train_psnr']:.2f} dB, {refine['faces']} faces")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from recon.pipeline import run
 
     cfg = _load_cfg(args)
-    result = run(cfg, args.orbit, args.out, until=args.until)
+    result = run(cfg, args.orbit, args.out, until=args.until, from_stage=args.from_stage)
     print(f"fit finished (until {args.until}). Produced:")
     _report(result)
     return 0

@@ -26,6 +26,7 @@ import yaml
 
 from recon.coarse.config import CoarseConfig, ExtractConfig
 from recon.errors import ConfigError
+from recon.refine.config import RefineConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 """Where the bundled presets live (the repository's ``configs/``; the project installs editable)."""
@@ -63,6 +64,8 @@ class PipelineConfig:
     """The coarse radiance field."""
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     """Marching cubes to the coarse mesh."""
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    """DMTet refinement with SG lighting and an albedo field."""
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -47,3 +47,41 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 def is_interactive() -> bool:
     """True when stderr is a terminal (progress bars are drawn)."""
     return sys.stderr.isatty()
+
+
+class StepProgress:
+    """Progress of an optimisation loop: a rich bar on a terminal, a log line every 10% elsewhere.
+
+    Use as a context manager; call ``update(done, info)`` after each step.
+    """
+
+    def __init__(self, label: str, total: int, completed: int = 0, enabled: bool = True):
+        self.label, self.total, self.completed = label, total, completed
+        self.enabled = enabled
+        self._bar = None
+        self._task = None
+        self._next_log = completed + max(1, total // 10)
+        self._start = time.perf_counter()
+
+    def __enter__(self) -> StepProgress:
+        if self.enabled and console.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn(self.label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+                                 transient=True)
+            self._task = self._bar.add_task(self.label, total=self.total, completed=self.completed, info="")
+            self._bar.start()
+        return self
+
+    def update(self, done: int, info: str = "") -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, info=info)
+        elif self.enabled and done >= self._next_log:
+            self._next_log = done + max(1, self.total // 10)
+            logging.getLogger("orbitmesh").info("%s: %d/%d  %s  (%.0f s)", self.label, done, self.total, info,
+                                                time.perf_counter() - self._start)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -14,7 +14,7 @@ from recon.data.cameras import Cameras
 from recon.io import write_png
 from recon.render.mesh import RenderMesh
 from recon.render.views import SoftLight, render_views
-from recon.types import CoarseField, Mesh, Orbit
+from recon.types import CoarseField, Mesh, Orbit, RefinedAsset
 
 
 def vertex_colored(mesh: Mesh, colors: Tensor) -> RenderMesh:
@@ -58,3 +58,20 @@ def coarse_previews(orbit: Orbit, field: CoarseField, mesh: Mesh, out_dir: Path,
         rows = [[images[v], lit[i], col[i]] for i, v in enumerate(views)]
         files["coarse_mesh_preview"] = write_png(out_dir / "coarse_mesh.png", _grid(rows))
     return files
+
+
+def refine_previews(orbit: Orbit, asset: RefinedAsset, out_dir: Path, size: int = 192) -> dict[str, Path]:
+    """Write ``refine.png``: per row one input view, the refined asset shaded by the fitted light, its
+    albedo alone (what gets baked), and its world normals (``0.5 n + 0.5``)."""
+    from recon.refine.render import render_asset
+
+    if len(asset.mesh.faces) == 0:
+        return {}
+    views = preview_views(orbit)
+    cams = orbit.cameras.to("cpu").scaled(size, size).subset(views)
+    images = torch.nn.functional.interpolate(orbit.images.cpu()[views].permute(0, 3, 1, 2), size=(size, size),
+                                             mode="area").permute(0, 2, 3, 1)
+    shaded = render_asset(asset, cams, shaded=True, background=orbit.background)
+    plain = render_asset(asset, cams, shaded=False, background=orbit.background)
+    rows = [[images[i], shaded["rgb"][i], plain["rgb"][i], plain["normal"][i]] for i in range(len(views))]
+    return {"refine_preview": write_png(out_dir / "refine.png", _grid(rows))}

@@ -183,3 +183,61 @@ class Mesh:
             np.ones((len(m.vertices), 3))
         return Mesh(torch.tensor(np.asarray(m.vertices), dtype=torch.float32),
                     torch.tensor(np.asarray(m.faces), dtype=torch.int64), torch.tensor(colors, dtype=torch.float32))
+
+
+@dataclass
+class RefinedAsset:
+    """The refinement stage's output: a mesh, its albedo field and the fitted light.
+
+    Attributes:
+        mesh: the refined mesh (vertex colours = albedo at the vertices).
+        albedo: the ``AlbedoField`` module (world points -> sRGB albedo), lighting-free.
+        light: the ``SGLight`` module fitted to the orbit.
+        sdf: [(R+1)^3] SDF on the tet-grid lattice, in cells, inside where > 0 (to resume or re-extract).
+        deform: [(R+1)^3, 3] pre-tanh vertex deformation.
+        grid: cells per side R; bound: half extent of the grid; max_deform: deformation bound in cells.
+        init: constructor arguments of the albedo field and light ({'albedo': {...}, 'light': {...}}).
+        step: optimisation steps done; metrics: training statistics.
+    """
+
+    mesh: Mesh
+    albedo: torch.nn.Module
+    light: torch.nn.Module
+    sdf: Tensor
+    deform: Tensor
+    grid: int
+    bound: float
+    max_deform: float
+    init: dict
+    step: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    def state(self) -> dict:
+        return {"verts": self.mesh.verts, "faces": self.mesh.faces, "colors": self.mesh.colors,
+                "albedo": self.albedo.state_dict(), "light": self.light.state_dict(), "sdf": self.sdf,
+                "deform": self.deform, "grid": self.grid, "bound": self.bound, "max_deform": self.max_deform,
+                "init": self.init, "step": self.step, "metrics": self.metrics}
+
+    def save(self, path) -> None:
+        """Write atomically with torch.save."""
+        from recon.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(self.state(), tmp)
+
+    @staticmethod
+    def from_state(state: dict) -> RefinedAsset:
+        from recon.shading.albedo import AlbedoField
+        from recon.shading.sg import SGLight
+
+        albedo = AlbedoField(**state["init"]["albedo"])
+        albedo.load_state_dict(state["albedo"])
+        light = SGLight(**state["init"]["light"])
+        light.load_state_dict(state["light"])
+        mesh = Mesh(state["verts"], state["faces"], state["colors"])
+        return RefinedAsset(mesh, albedo, light, state["sdf"], state["deform"], state["grid"], state["bound"],
+                            state["max_deform"], state["init"], state["step"], state.get("metrics", {}))
+
+    @staticmethod
+    def load(path) -> RefinedAsset:
+        return RefinedAsset.from_state(torch.load(path, map_location="cpu", weights_only=False))

@@ -18,7 +18,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from recon.data.cameras import orbit_cameras
+from recon.data.cameras import Cameras, orbit_cameras
 from recon.data.synthetic import sv3d_orbit_angles
 from recon.eval.occupancy import occupancy_grid
 from recon.render.mesh import RenderMesh
@@ -110,6 +110,12 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> float:
     return float(s.mean())
 
 
+def heldout_cameras(cfg: EvalConfig) -> Cameras:
+    """The held-out (dynamic, azimuth-offset) SV3D orbit the 2D metrics are rendered along."""
+    elev, azim = sv3d_orbit_angles(cfg.views, cfg.elevation_deg, cfg.dynamic_amplitude_deg)
+    return orbit_cameras(elev, (azim + cfg.azimuth_offset_deg) % 360, 2.0, 33.8, cfg.view_size)
+
+
 def evaluate_meshes(pred: RenderMesh, gt: RenderMesh, cfg: EvalConfig | None = None) -> dict[str, float]:
     """All GSO metrics of ``pred`` against ``gt``. Returns a flat dict of floats."""
     cfg = cfg or EvalConfig()
@@ -131,8 +137,7 @@ def evaluate_meshes(pred: RenderMesh, gt: RenderMesh, cfg: EvalConfig | None = N
                             pred.textures, pred.material_colors)
         g_mesh = RenderMesh(torch.from_numpy(gv).float(), gt.faces, gt.colors, gt.uvs, gt.face_material,
                             gt.textures, gt.material_colors)
-        elev, azim = sv3d_orbit_angles(cfg.views, cfg.elevation_deg, cfg.dynamic_amplitude_deg)
-        cams = orbit_cameras(elev, (azim + cfg.azimuth_offset_deg) % 360, 2.0, 33.8, cfg.view_size)
+        cams = heldout_cameras(cfg)
         rp, _ = render_views(p_mesh, cams, supersample=2)
         rg, _ = render_views(g_mesh, cams, supersample=2)
         out["psnr"] = psnr(rp, rg)

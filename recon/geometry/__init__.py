@@ -1,0 +1,1 @@
+"""Geometry for the refinement stage: tetrahedral grids, marching tetrahedra, mesh regularisers."""

@@ -1,0 +1,66 @@
+"""Mesh and SDF regularisers of the refinement stage (pure torch, device-agnostic)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """[F, 3] unit face normals (counter-clockwise faces point outwards)."""
+    f = faces.long()
+    v0, v1, v2 = verts[f[:, 0]], verts[f[:, 1]], verts[f[:, 2]]
+    return torch.nn.functional.normalize(torch.linalg.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)
+
+
+def normal_consistency(verts: Tensor, faces: Tensor, edge_faces: Tensor) -> Tensor:
+    """Mean ``1 - cos`` between the normals of the two faces beside each interior edge.
+
+    Args:
+        edge_faces: [E, 2] face indices per edge (-1 for none), e.g. ``edge_topology(faces).edge_faces``.
+    """
+    ef = edge_faces.long()
+    both = (ef >= 0).all(dim=1)
+    if not bool(both.any()):
+        return verts.sum() * 0
+    n = face_normals(verts, faces)
+    a, b = n[ef[both, 0]], n[ef[both, 1]]
+    return (1 - (a * b).sum(-1)).mean()
+
+
+def laplacian_smoothing(verts: Tensor, edges: Tensor) -> Tensor:
+    """Mean squared length of the uniform Laplacian ``v - mean(neighbours)`` over vertices with neighbours.
+
+    Args:
+        edges: [E, 2] unique undirected edges.
+    """
+    e = edges.long()
+    V = verts.shape[0]
+    total = torch.zeros_like(verts)
+    total.index_add_(0, e[:, 0], verts[e[:, 1]])
+    total.index_add_(0, e[:, 1], verts[e[:, 0]])
+    degree = torch.zeros(V, dtype=verts.dtype, device=verts.device)
+    ones = torch.ones(e.shape[0], dtype=verts.dtype, device=verts.device)
+    degree.index_add_(0, e[:, 0], ones)
+    degree.index_add_(0, e[:, 1], ones)
+    has = degree > 0
+    if not bool(has.any()):
+        return verts.sum() * 0
+    lap = verts[has] - total[has] / degree[has, None]
+    return (lap**2).sum(-1).mean()
+
+
+def sdf_sign_regularizer(sdf: Tensor, edges: Tensor) -> Tensor:
+    """DMTet's regulariser: on edges whose ends differ in sign, binary cross-entropy of each end's sdf
+    (as a logit) against the other end's side. Discourages spurious sign flips (floaters, bumps).
+
+    Args:
+        sdf: [N] values (inside where > 0); edges: [E, 2] index pairs into ``sdf``.
+    """
+    sa, sb = sdf[edges[:, 0]], sdf[edges[:, 1]]
+    crossing = (sa > 0) != (sb > 0)
+    if not bool(crossing.any()):
+        return sdf.sum() * 0
+    sa, sb = sa[crossing], sb[crossing]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    return bce(sa, (sb > 0).to(sa.dtype)) + bce(sb, (sa > 0).to(sb.dtype))

@@ -1,0 +1,1 @@
+"""Refinement: DMTet from the coarse mesh with spherical-Gaussian lighting and an albedo field."""

@@ -1,0 +1,87 @@
+"""Configuration of the refinement stage (recon.refine)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class AlbedoConfig:
+    """The albedo field: hash encoding + small MLP, queried at surface points."""
+
+    levels: int = 12
+    """Resolution levels of the hash encoding."""
+    log2_size: int = 16
+    """log2 of the table entries per level."""
+    base_res: int = 16
+    """Coarsest level's resolution."""
+    max_res: int = 1024
+    """Finest level's resolution (about the texel density of a 1024² texture)."""
+    hidden: int = 32
+    """Width of the MLP's hidden layer."""
+    lr: float = 0.01
+    """Adam learning rate of the encoding and MLP."""
+
+
+@dataclass
+class RefineConfig:
+    """DMTet refinement (SV3D recipe: grid 128, 1000 steps, 24 SGs, illumination and smoothness losses)."""
+
+    steps: int = 1000
+    """Optimisation steps."""
+    grid: int = 128
+    """Cells per side of the tetrahedral grid over [-bound, bound]^3."""
+    bound: float = 0.6
+    """Half extent of the grid (objects live in [-0.5, 0.5]^3 plus a margin)."""
+    band_width: int = 2
+    """Cells on each side of the surface that take part (the narrow band)."""
+    band_every: int = 50
+    """Steps between re-derivations of the band as the surface moves."""
+    max_deform: float = 0.45
+    """Largest vertex displacement, as a fraction of a cell (tanh-bounded)."""
+    views_per_step: int = 8
+    """Views rendered per step (a random subset; all views when >= their number)."""
+    resolutions: tuple[int, ...] = (128, 256, 384)
+    """Render resolution per phase (coarse-to-fine; capped at the input size)."""
+    phase_ends: tuple[float, ...] = (0.3, 0.7, 1.0)
+    """Fraction of the steps at which each resolution phase ends."""
+    pixels_per_step: int = 16384
+    """Covered pixels whose colour is compared per step (the albedo field is queried there)."""
+    warmup_steps: int = 50
+    """First steps in which colour gradients reach only the albedo and light, not the geometry."""
+    photometric: Literal["l1", "l2"] = "l1"
+    """Photometric loss on the sampled pixels (sRGB)."""
+    rgb_weight: float = 1.0
+    """Weight of the photometric loss."""
+    mask_weight: float = 2.0
+    """Weight of the silhouette loss (squared error of antialiased coverage against the input mask)."""
+    illumination_weight: float = 0.1
+    """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
+    sdf_weight: float = 0.02
+    """Weight of DMTet's SDF sign regulariser on crossed edges (decays linearly to 1% of this)."""
+    normal_weight: float = 0.02
+    """Weight of normal consistency between faces sharing an edge."""
+    laplacian_weight: float = 0.5
+    """Weight of uniform Laplacian smoothing (offsets measured in cells)."""
+    albedo_smooth_weight: float = 0.05
+    """Weight of albedo smoothness (difference to the albedo a small random step away)."""
+    albedo_smooth_radius: float = 0.01
+    """Standard deviation of that step, world units."""
+    lr_sdf: float = 0.02
+    """Adam learning rate of the SDF (in cells)."""
+    lr_deform: float = 0.02
+    """Adam learning rate of the deformation (pre-tanh)."""
+    lr_light: float = 0.02
+    """Adam learning rate of the SG amplitudes (pre-softplus)."""
+    sg_count: int = 24
+    """Spherical Gaussians in the light (fixed axes on a Fibonacci sphere, grey amplitudes)."""
+    sg_sharpness: float = 4.0
+    """Sharpness of every lobe (>= 2)."""
+    min_component_frac: float = 0.02
+    """Final mesh: components with less area than this fraction of the largest are removed."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints (0: only at the end)."""
+    albedo: AlbedoConfig = dataclasses.field(default_factory=AlbedoConfig)
+    """The albedo field."""

@@ -1,0 +1,307 @@
+"""DMTet refinement of the coarse mesh against the orbit (SV3D recipe, made to fit a CPU).
+
+Geometry: an SDF (in cells, inside where > 0) and a tanh-bounded deformation on the lattice of a Kuhn
+tetrahedral grid, initialised from the coarse mesh's signed distances; only the narrow band of cells near
+the surface is extracted and optimised, re-derived every ``band_every`` steps. Appearance: an albedo
+field queried at interpolated surface points and 24 spherical Gaussians of grey light (Lambertian,
+shading in linear RGB). Each step renders a random subset of views at the phase's resolution:
+
+- silhouette: antialiased coverage against the input masks (gradients through ``antialias``);
+- photometric: L1/L2 of the shaded colour at ``pixels_per_step`` covered pixels (the albedo field is
+  queried only there; gradients reach the geometry through the barycentrics and normals);
+- illumination (demodulation): the relative irradiance E(n)/mean(E) at those pixels should match the
+  relative low-pass luminance of the input, so slow shading goes into the light, not the albedo;
+- DMTet's SDF sign regulariser, normal consistency, Laplacian smoothing, albedo smoothness;
+- any extra losses passed as hooks (the SDS guidance plugs in here).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+from recon.data.cameras import Cameras
+from recon.geometry.mesh_sdf import mesh_sdf_grid
+from recon.geometry.regularizers import laplacian_smoothing, normal_consistency, sdf_sign_regularizer
+from recon.geometry.tets import TetBand, lattice_vertices, narrow_band
+from recon.log import StepProgress
+from recon.refine.config import RefineConfig
+from recon.render import antialias, edge_topology, rasterize
+from recon.render.views import clip_positions, vertex_normals
+from recon.shading.albedo import AlbedoField
+from recon.shading.sg import SGLight, srgb_to_linear
+from recon.types import Mesh, Orbit, RefinedAsset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HookContext:
+    """What an extra loss sees at each step.
+
+    Attributes:
+        step, steps: the current step (0-based) and the total.
+        verts: [V, 3] current mesh vertices (differentiable); faces: [F, 3] int64.
+        albedo: the albedo field; light: the SG light.
+        orbit: the input orbit (CPU).
+        generator: the run's seeded random generator.
+    """
+
+    step: int
+    steps: int
+    verts: Tensor
+    faces: Tensor
+    albedo: AlbedoField
+    light: SGLight
+    orbit: Orbit
+    generator: torch.Generator
+
+
+ExtraLoss = Callable[[HookContext], "Tensor | None"]
+"""A hook returning a weighted scalar loss to add (or None to skip this step)."""
+
+
+@dataclass
+class _Level:
+    """Images at one render resolution: colours, masks, low-pass linear luminance, cameras."""
+
+    images: Tensor  # [N, r, r, 3]
+    masks: Tensor  # [N, r, r]
+    luminance: Tensor  # [N, r, r]
+    cameras: Cameras
+
+
+def _level(orbit: Orbit, size: int) -> _Level:
+    if (size, size) == (orbit.height, orbit.width):
+        images, masks = orbit.images, orbit.masks
+    else:
+        images = torch.nn.functional.interpolate(orbit.images.permute(0, 3, 1, 2), size=(size, size), mode="area")
+        images = images.permute(0, 2, 3, 1).contiguous()
+        masks = torch.nn.functional.interpolate(orbit.masks[:, None], size=(size, size), mode="area")[:, 0]
+    lum = (srgb_to_linear(images) * torch.tensor([0.2126, 0.7152, 0.0722])).sum(-1).numpy()
+    m = masks.numpy()
+    sigma = (0, 0.04 * size, 0.04 * size)
+    # Blur inside the mask only (normalised convolution), so the background does not leak in.
+    low = ndimage.gaussian_filter(lum * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-4)
+    return _Level(images, masks.contiguous(), torch.from_numpy(low.astype(np.float32)),
+                  orbit.cameras.scaled(size, size))
+
+
+def _phase(cfg: RefineConfig, step: int) -> int:
+    frac = step / max(cfg.steps, 1)
+    for i, end in enumerate(cfg.phase_ends):
+        if frac < end:
+            return i
+    return len(cfg.phase_ends) - 1
+
+
+class _Geometry(torch.nn.Module):
+    """SDF and deformation on the lattice, and the band currently extracted."""
+
+    def __init__(self, sdf_cells: Tensor, cfg: RefineConfig):
+        super().__init__()
+        self.resolution, self.bound, self.max_deform = cfg.grid, cfg.bound, cfg.max_deform
+        self.cell = 2 * cfg.bound / cfg.grid
+        self.register_buffer("lattice", lattice_vertices(cfg.grid, cfg.bound))
+        self.sdf = torch.nn.Parameter(sdf_cells.clone())
+        self.deform = torch.nn.Parameter(torch.zeros(sdf_cells.shape[0], 3))
+        self.band: TetBand | None = None
+
+    def rebuild_band(self, width: int) -> TetBand:
+        n = self.resolution + 1
+        self.band = narrow_band(self.sdf.detach().reshape(n, n, n), width)
+        return self.band
+
+    def band_state(self) -> tuple[Tensor, Tensor]:
+        """(positions [Vb, 3], sdf [Vb]) of the band's vertices, differentiable."""
+        assert self.band is not None
+        v = self.band.verts
+        pos = self.lattice[v] + self.max_deform * self.cell * torch.tanh(self.deform[v])
+        return pos, self.sdf[v]
+
+    def extract(self) -> tuple[Tensor, Tensor, Tensor]:
+        pos, sdf = self.band_state()
+        verts, faces, _ = self.band.extract(pos, sdf)
+        return verts, faces, sdf
+
+
+def _sample(covered: Tensor, masks: Tensor, count: int, gen: torch.Generator) -> Tensor:
+    """[P, 3] (view, y, x) of up to ``count`` random pixels covered by the mesh and inside the input mask."""
+    cand = (covered & (masks > 0.9)).nonzero()
+    if cand.shape[0] > count:
+        cand = cand[torch.randint(0, cand.shape[0], (count,), generator=gen)]
+    return cand
+
+
+def _photometric(cfg: RefineConfig, pred: Tensor, target: Tensor) -> Tensor:
+    return (pred - target).abs().mean() if cfg.photometric == "l1" else ((pred - target) ** 2).mean()
+
+
+def initial_sdf(cfg: RefineConfig, coarse: Mesh) -> Tensor:
+    """[(R+1)^3] SDF of the coarse mesh on the lattice, in cells (inside > 0), clamped to the band scale."""
+    cell = 2 * cfg.bound / cfg.grid
+    sdf = mesh_sdf_grid(coarse.verts.numpy(), coarse.faces.numpy(), cfg.grid, cfg.bound) / cell
+    return sdf.clamp(-4 * max(cfg.band_width, 1), 4 * max(cfg.band_width, 1))
+
+
+def fit_refined(
+    cfg: RefineConfig,
+    orbit: Orbit,
+    coarse: Mesh,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    progress: bool = True,
+    extra_losses: list[ExtraLoss] | None = None,
+) -> RefinedAsset:
+    """Refine ``coarse`` against ``orbit``; returns the refined mesh, albedo field and light.
+
+    Args:
+        checkpoint: saved every ``cfg.checkpoint_every`` steps; an unfinished one is resumed.
+        extra_losses: hooks called each step with a ``HookContext``; their results are added to the loss.
+    """
+    if len(cfg.resolutions) != len(cfg.phase_ends):
+        raise ValueError("refine.resolutions and refine.phase_ends must have equal length")
+    if len(coarse.faces) == 0:
+        raise ValueError("the coarse mesh is empty: nothing to refine")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    orbit = orbit.to("cpu")
+    t_init = time.perf_counter()
+    geometry = _Geometry(initial_sdf(cfg, coarse), cfg)
+    albedo_init = {"bound": cfg.bound, "levels": cfg.albedo.levels, "log2_size": cfg.albedo.log2_size,
+                   "base_res": cfg.albedo.base_res, "max_res": cfg.albedo.max_res, "hidden": cfg.albedo.hidden}
+    light_init = {"count": cfg.sg_count, "sharpness": cfg.sg_sharpness}
+    albedo = AlbedoField(**albedo_init)
+    light = SGLight(**light_init)
+    optimizer = torch.optim.Adam([
+        {"params": [geometry.sdf], "lr": cfg.lr_sdf},
+        {"params": [geometry.deform], "lr": cfg.lr_deform},
+        {"params": list(albedo.parameters()), "lr": cfg.albedo.lr},
+        {"params": list(light.parameters()), "lr": cfg.lr_light},
+    ])
+    start = 0
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved.get("step", 0) < cfg.steps and saved["sdf"].shape == geometry.sdf.shape:
+            with torch.no_grad():
+                geometry.sdf.copy_(saved["sdf"])
+                geometry.deform.copy_(saved["deform"])
+            albedo.load_state_dict(saved["albedo"])
+            light.load_state_dict(saved["light"])
+            optimizer.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["generator"])
+            start = saved["step"]
+            log.info("resuming refinement from %s at step %d", checkpoint, start)
+    init_seconds = time.perf_counter() - t_init
+    max_size = min(orbit.height, orbit.width)
+    levels: dict[int, _Level] = {}
+    n_views = len(orbit)
+    loss_val, psnr_val = float("nan"), float("nan")
+    band_fracs: list[float] = []
+    t0 = time.perf_counter()
+    with StepProgress("refine", cfg.steps, start, enabled=progress) as bar:
+        for step in range(start, cfg.steps):
+            ph = _phase(cfg, step)
+            if ph not in levels:
+                levels[ph] = _level(orbit, min(cfg.resolutions[ph], max_size))
+            lvl = levels[ph]
+            if geometry.band is None or (step - start) % cfg.band_every == 0:
+                band_fracs.append(geometry.rebuild_band(cfg.band_width).fraction)
+            verts, faces, band_sdf = geometry.extract()
+            if faces.shape[0] == 0:
+                raise RuntimeError(f"refinement lost the surface at step {step}: try a lower learning rate")
+            k = min(cfg.views_per_step, n_views)
+            views = torch.randperm(n_views, generator=gen)[:k]
+            cams = lvl.cameras.subset(views)
+            masks = lvl.masks[views]
+            tri = faces.int()
+            clip = clip_positions(verts, cams)
+            rast = rasterize(clip, tri, (cams.height, cams.width))
+            covered = rast[..., 3] > 0
+            topo = edge_topology(tri)
+            alpha = antialias(covered.float()[..., None], rast, clip, tri, topo)[..., 0]
+            mask_loss = ((alpha - masks) ** 2).mean()
+
+            pix = _sample(covered, masks, cfg.pixels_per_step, gen)
+            b, y, x = pix.unbind(-1)
+            r = rast[b, y, x]
+            f = faces[r[:, 3].long() - 1]
+            w = torch.stack([r[:, 0], r[:, 1], 1 - r[:, 0] - r[:, 1]], dim=-1)[..., None]
+            points = (verts[f] * w).sum(1)
+            normals = torch.nn.functional.normalize((vertex_normals(verts, faces)[f] * w).sum(1), dim=-1)
+            if step < cfg.warmup_steps:
+                points, normals = points.detach(), normals.detach()
+            alb = albedo(points)
+            rgb = light.shade(alb, normals)
+            target = lvl.images[views][b, y, x]
+            rgb_loss = _photometric(cfg, rgb, target)
+            irr = light.irradiance(normals)
+            lum = lvl.luminance[views][b, y, x]
+            illum_loss = ((irr / irr.mean() - lum / lum.mean().clamp(min=1e-4)) ** 2).mean()
+            m = min(pix.shape[0], 4096)
+            jitter = torch.randn(m, 3, generator=gen) * cfg.albedo_smooth_radius
+            smooth_loss = (alb[:m] - albedo(points[:m].detach() + jitter)).abs().mean()
+
+            decay = 1 - 0.99 * step / max(cfg.steps - 1, 1)
+            sdf_loss = sdf_sign_regularizer(band_sdf, geometry.band.edges)
+            normal_loss = normal_consistency(verts, faces, torch.from_numpy(topo.edge_faces))
+            lap_loss = laplacian_smoothing(verts / geometry.cell, torch.from_numpy(topo.edges))
+            loss = (cfg.rgb_weight * rgb_loss + cfg.mask_weight * mask_loss + cfg.illumination_weight * illum_loss
+                    + cfg.albedo_smooth_weight * smooth_loss + cfg.sdf_weight * decay * sdf_loss
+                    + cfg.normal_weight * normal_loss + cfg.laplacian_weight * lap_loss)
+            if extra_losses:
+                ctx = HookContext(step, cfg.steps, verts, faces, albedo, light, orbit, gen)
+                for hook in extra_losses:
+                    extra = hook(ctx)
+                    if extra is not None:
+                        loss = loss + extra
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_val = float(loss.detach())
+            mse = float(((rgb.detach() - target) ** 2).mean())
+            psnr_val = -10 * math.log10(max(mse, 1e-10))
+            done = step + 1
+            bar.update(done, f"loss {loss_val:.4f}  PSNR {psnr_val:.1f}  faces {faces.shape[0]}")
+            if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
+                    and done < cfg.steps:
+                from recon.io import atomic_path
+
+                with atomic_path(checkpoint) as tmp:
+                    torch.save({"sdf": geometry.sdf.detach(), "deform": geometry.deform.detach(),
+                                "albedo": albedo.state_dict(), "light": light.state_dict(),
+                                "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "step": done},
+                               tmp)
+    seconds = time.perf_counter() - t0
+    mesh = final_mesh(cfg, geometry, albedo)
+    metrics = {"loss": loss_val, "train_psnr": psnr_val, "seconds": seconds, "init_seconds": init_seconds,
+               "steps": cfg.steps - start, "faces": int(mesh.faces.shape[0]), "verts": int(mesh.verts.shape[0]),
+               "band_fraction": float(np.mean(band_fracs)) if band_fracs else 0.0,
+               "light_amplitudes": [round(float(a), 4) for a in light.amplitudes.detach()]}
+    log.info("refinement: %d steps in %.1f s, loss %.4f, train PSNR %.2f dB, %d faces", cfg.steps - start, seconds,
+             loss_val, psnr_val, mesh.faces.shape[0])
+    init = {"albedo": albedo_init, "light": light_init}
+    return RefinedAsset(mesh, albedo, light, geometry.sdf.detach().clone(), geometry.deform.detach().clone(),
+                        cfg.grid, cfg.bound, cfg.max_deform, init, cfg.steps, metrics)
+
+
+@torch.no_grad()
+def final_mesh(cfg: RefineConfig, geometry: _Geometry, albedo: AlbedoField) -> Mesh:
+    """Extract the final surface (band re-derived), drop small components, colour vertices by the albedo."""
+    from recon.extract import remove_small_components
+
+    geometry.rebuild_band(1)
+    verts, faces, _ = geometry.extract()
+    v, f = remove_small_components(verts.numpy().astype(np.float64), faces.numpy(), cfg.min_component_frac)
+    verts = torch.from_numpy(np.asarray(v, dtype=np.float32))
+    faces = torch.from_numpy(np.asarray(f, dtype=np.int64))
+    return Mesh(verts, faces, albedo.query(verts))

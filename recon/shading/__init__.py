@@ -1,0 +1,1 @@
+"""Appearance for refinement: spherical-Gaussian lighting and the albedo field."""
