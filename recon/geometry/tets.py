@@ -270,20 +270,47 @@ def surface_cells(sdf_grid: Tensor) -> Tensor:
     return stack.any(0) & ~stack.all(0)
 
 
+def _kuhn_edge_directions(n: int) -> Tensor:
+    """The 7 lattice-index offsets an edge of a Kuhn tetrahedron can span (its endpoints a < b)."""
+    return torch.tensor([dx * n * n + dy * n + dz for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)][1:])
+
+
 def narrow_band(sdf_grid: Tensor, width: int = 2) -> TetBand:
     """The band of cells within ``width`` cells (Chebyshev distance) of a cell the surface crosses.
+
+    Built in linear time: Kuhn tetrahedra list their vertices in increasing lattice order, so every edge
+    is (a, a + d) with d one of 7 offsets and ``7 a + direction`` names it; vertices and edges are
+    compacted by marking and counting, with no sort.
 
     Args:
         sdf_grid: [R+1, R+1, R+1] sdf at the lattice vertices (inside where > 0).
         width: dilation of the crossed cells, in cells.
     """
     R = sdf_grid.shape[0] - 1
-    occ = surface_cells(sdf_grid.detach().cpu()).float()[None, None]
+    n = R + 1
+    occ = surface_cells(sdf_grid.detach().cpu())
     if width > 0:
-        occ = torch.nn.functional.max_pool3d(occ, kernel_size=2 * width + 1, stride=1, padding=width)
-    cells = occ[0, 0].reshape(-1).nonzero()[:, 0]
+        grown = torch.nn.functional.max_pool3d(occ.float()[None, None], kernel_size=2 * width + 1, stride=1,
+                                               padding=width)
+        occ = grown[0, 0] > 0
+    cells = occ.reshape(-1).nonzero()[:, 0]
     tets_global = cell_tets(cells, R)
-    verts, local = torch.unique(tets_global.reshape(-1), return_inverse=True)
-    tets = local.reshape(-1, 4)
-    edges, tet_edges = _tet_edges(tets)
+    used = torch.zeros(n**3, dtype=torch.bool)
+    used[tets_global.reshape(-1)] = True
+    verts = used.nonzero()[:, 0]
+    local_of = torch.cumsum(used, 0) - 1
+    tets = local_of[tets_global]
+    pairs = torch.tensor(TET_EDGES)
+    a, b = tets_global[:, pairs[:, 0]], tets_global[:, pairs[:, 1]]  # [T, 6], a < b
+    direction = torch.zeros(n * n + n + 2, dtype=torch.long)
+    direction[_kuhn_edge_directions(n)] = torch.arange(7)
+    key = a * 7 + direction[b - a]
+    used_edge = torch.zeros(n**3 * 7, dtype=torch.bool)
+    used_edge[key.reshape(-1)] = True
+    edge_keys = used_edge.nonzero()[:, 0]
+    edge_of = torch.cumsum(used_edge, 0) - 1
+    tet_edges = edge_of[key]
+    start = edge_keys // 7
+    end = start + _kuhn_edge_directions(n)[edge_keys % 7]
+    edges = torch.stack([local_of[start], local_of[end]], dim=-1)
     return TetBand(R, cells, verts, tets, edges, tet_edges)

@@ -35,9 +35,9 @@ class RefineConfig:
     """Cells per side of the tetrahedral grid over [-bound, bound]^3."""
     bound: float = 0.6
     """Half extent of the grid (objects live in [-0.5, 0.5]^3 plus a margin)."""
-    band_width: int = 2
+    band_width: int = 1
     """Cells on each side of the surface that take part (the narrow band)."""
-    band_every: int = 50
+    band_every: int = 20
     """Steps between re-derivations of the band as the surface moves."""
     max_deform: float = 0.45
     """Largest vertex displacement, as a fraction of a cell (tanh-bounded)."""
@@ -61,14 +61,16 @@ class RefineConfig:
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
     sdf_weight: float = 0.02
     """Weight of DMTet's SDF sign regulariser on crossed edges (decays linearly to 1% of this)."""
-    normal_weight: float = 0.02
+    normal_weight: float = 0.1
     """Weight of normal consistency between faces sharing an edge."""
-    laplacian_weight: float = 0.5
+    laplacian_weight: float = 2.0
     """Weight of uniform Laplacian smoothing (offsets measured in cells)."""
     albedo_smooth_weight: float = 0.05
     """Weight of albedo smoothness (difference to the albedo a small random step away)."""
     albedo_smooth_radius: float = 0.01
     """Standard deviation of that step, world units."""
+    grad_smooth_cells: float = 1.0
+    """Gaussian blur (sigma, in cells) of the SDF and deformation gradients before each step (0: none)."""
     lr_sdf: float = 0.02
     """Adam learning rate of the SDF (in cells)."""
     lr_deform: float = 0.02
