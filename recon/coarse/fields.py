@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from recon.coarse.trilinear import trilinear
+from recon.ops import take_rows
 
 
 class DenseGridField(nn.Module):
@@ -106,7 +107,7 @@ class HashEncoding(nn.Module):
             else:
                 h = (cidx[..., 0] * primes[0]) ^ (cidx[..., 1] * primes[1]) ^ (cidx[..., 2] * primes[2])
             h = h.remainder(self.size)
-            feats = self.table[lvl][h]  # [P, 8, F]
+            feats = take_rows(self.table[lvl], h)  # [P, 8, F]
             w = torch.where(corners[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)  # [P, 8]
             outs.append((feats * w[..., None]).sum(1))
         return torch.cat(outs, dim=-1)

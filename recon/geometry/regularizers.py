@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon.ops import take_rows
+
 
 def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
     """[F, 3] unit face normals (counter-clockwise faces point outwards)."""
     f = faces.long()
-    v0, v1, v2 = verts[f[:, 0]], verts[f[:, 1]], verts[f[:, 2]]
+    v0, v1, v2 = take_rows(verts, f[:, 0]), take_rows(verts, f[:, 1]), take_rows(verts, f[:, 2])
     return torch.nn.functional.normalize(torch.linalg.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)
 
 
@@ -24,7 +26,7 @@ def normal_consistency(verts: Tensor, faces: Tensor, edge_faces: Tensor) -> Tens
     if not bool(both.any()):
         return verts.sum() * 0
     n = face_normals(verts, faces)
-    a, b = n[ef[both, 0]], n[ef[both, 1]]
+    a, b = take_rows(n, ef[both, 0]), take_rows(n, ef[both, 1])
     return (1 - (a * b).sum(-1)).mean()
 
 
@@ -37,8 +39,8 @@ def laplacian_smoothing(verts: Tensor, edges: Tensor) -> Tensor:
     e = edges.long()
     V = verts.shape[0]
     total = torch.zeros_like(verts)
-    total.index_add_(0, e[:, 0], verts[e[:, 1]])
-    total.index_add_(0, e[:, 1], verts[e[:, 0]])
+    total.index_add_(0, e[:, 0], take_rows(verts, e[:, 1]))
+    total.index_add_(0, e[:, 1], take_rows(verts, e[:, 0]))
     degree = torch.zeros(V, dtype=verts.dtype, device=verts.device)
     ones = torch.ones(e.shape[0], dtype=verts.dtype, device=verts.device)
     degree.index_add_(0, e[:, 0], ones)
@@ -57,10 +59,10 @@ def sdf_sign_regularizer(sdf: Tensor, edges: Tensor) -> Tensor:
     Args:
         sdf: [N] values (inside where > 0); edges: [E, 2] index pairs into ``sdf``.
     """
-    sa, sb = sdf[edges[:, 0]], sdf[edges[:, 1]]
-    crossing = (sa > 0) != (sb > 0)
-    if not bool(crossing.any()):
+    with torch.no_grad():
+        crossing = ((sdf[edges[:, 0]] > 0) != (sdf[edges[:, 1]] > 0)).nonzero()[:, 0]
+    if crossing.numel() == 0:
         return sdf.sum() * 0
-    sa, sb = sa[crossing], sb[crossing]
+    sa, sb = take_rows(sdf, edges[crossing, 0]), take_rows(sdf, edges[crossing, 1])
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     return bce(sa, (sb > 0).to(sa.dtype)) + bce(sb, (sa > 0).to(sb.dtype))

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recon.ops import take_rows
+
 log = logging.getLogger(__name__)
 
 TET_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
@@ -124,8 +126,8 @@ def tet_grid(resolution: int, bound: float = 0.6, cache_dir: Path | None = None)
 
 def _crossing_vertices(positions: Tensor, sdf: Tensor, edges: Tensor) -> Tensor:
     """Zero crossings on ``edges`` [E, 2] (endpoints of opposite sign): [E, 3], differentiable."""
-    sa, sb = sdf[edges[:, 0]], sdf[edges[:, 1]]
-    pa, pb = positions[edges[:, 0]], positions[edges[:, 1]]
+    sa, sb = take_rows(sdf, edges[:, 0]), take_rows(sdf, edges[:, 1])
+    pa, pb = take_rows(positions, edges[:, 0]), take_rows(positions, edges[:, 1])
     return (pa * sb[:, None] - pb * sa[:, None]) / (sb - sa)[:, None]
 
 

@@ -63,7 +63,7 @@ class RefineConfig:
     """Weight of DMTet's SDF sign regulariser on crossed edges (decays linearly to 1% of this)."""
     normal_weight: float = 0.1
     """Weight of normal consistency between faces sharing an edge."""
-    laplacian_weight: float = 2.0
+    laplacian_weight: float = 0.1
     """Weight of uniform Laplacian smoothing (offsets measured in cells)."""
     albedo_smooth_weight: float = 0.05
     """Weight of albedo smoothness (difference to the albedo a small random step away)."""

@@ -34,6 +34,7 @@ from recon.geometry.mesh_sdf import mesh_sdf_grid
 from recon.geometry.regularizers import laplacian_smoothing, normal_consistency, sdf_sign_regularizer
 from recon.geometry.tets import TetBand, lattice_vertices, narrow_band
 from recon.log import StepProgress
+from recon.ops import take_rows
 from recon.refine.config import RefineConfig
 from recon.render import antialias, edge_topology, rasterize
 from recon.render.views import clip_positions, vertex_normals
@@ -154,8 +155,8 @@ class _Geometry(torch.nn.Module):
         """(positions [Vb, 3], sdf [Vb]) of the band's vertices, differentiable."""
         assert self.band is not None
         v = self.band.verts
-        pos = self.lattice[v] + self.max_deform * self.cell * torch.tanh(self.deform[v])
-        return pos, self.sdf[v]
+        pos = self.lattice[v] + self.max_deform * self.cell * torch.tanh(take_rows(self.deform, v))
+        return pos, take_rows(self.sdf, v)
 
     def extract(self) -> tuple[Tensor, Tensor, Tensor]:
         pos, sdf = self.band_state()
@@ -262,11 +263,12 @@ def fit_refined(
 
             pix = _sample(covered, masks, cfg.pixels_per_step, gen)
             b, y, x = pix.unbind(-1)
-            r = rast[b, y, x]
+            H, W = cams.height, cams.width
+            r = take_rows(rast.reshape(-1, 4), (b * H + y) * W + x)
             f = faces[r[:, 3].long() - 1]
             w = torch.stack([r[:, 0], r[:, 1], 1 - r[:, 0] - r[:, 1]], dim=-1)[..., None]
-            points = (verts[f] * w).sum(1)
-            normals = torch.nn.functional.normalize((vertex_normals(verts, faces)[f] * w).sum(1), dim=-1)
+            points = (take_rows(verts, f) * w).sum(1)
+            normals = torch.nn.functional.normalize((take_rows(vertex_normals(verts, faces), f) * w).sum(1), dim=-1)
             if step < cfg.warmup_steps:
                 points, normals = points.detach(), normals.detach()
             alb = albedo(points)

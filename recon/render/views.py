@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from recon.data.cameras import Cameras
+from recon.ops import take_rows
 from recon.render import interpolate, rasterize, texture
 from recon.render.mesh import RenderMesh
 
@@ -26,7 +27,7 @@ class SoftLight:
 def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
     """[V, 3] area-weighted unit vertex normals (counter-clockwise faces point outwards)."""
     f = faces.long()
-    v0, v1, v2 = verts[f[:, 0]], verts[f[:, 1]], verts[f[:, 2]]
+    v0, v1, v2 = take_rows(verts, f[:, 0]), take_rows(verts, f[:, 1]), take_rows(verts, f[:, 2])
     fn = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
     n = torch.zeros_like(verts)
     for k in range(3):

@@ -1,0 +1,65 @@
+"""Spherical-Gaussian lighting: closed form against quadrature, normalisation, colour transfer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recon.shading.albedo import AlbedoField
+from recon.shading.sg import SGLight, fibonacci_sphere, linear_to_srgb, sg_irradiance_basis, srgb_to_linear
+
+
+@pytest.mark.parametrize("sharpness", [2.0, 4.0, 10.0, 40.0])
+def test_irradiance_matches_numerical_quadrature(sharpness):
+    axes = torch.nn.functional.normalize(torch.tensor([[0.3, 0.8, -0.2]]), dim=-1).double()
+    w = fibonacci_sphere(200_000).double()
+    normals = fibonacci_sphere(60).double()
+    lobe = torch.exp(sharpness * (w @ axes.t() - 1))[:, 0]
+    exact = torch.stack([(lobe * (w @ n).clamp(min=0)).mean() * 4 * math.pi for n in normals])
+    approx = sg_irradiance_basis(normals, axes, torch.tensor([sharpness], dtype=torch.float64))[:, 0]
+    assert float((approx - exact).abs().max() / exact.max()) < 0.02
+
+
+def test_uniform_light_is_nearly_constant_and_normalised():
+    light = SGLight(24, 4.0)
+    with torch.no_grad():
+        e = light.irradiance(fibonacci_sphere(1000))
+    assert float(e.max()) <= 1.0 + 1e-5
+    assert float(e.min()) > 0.9  # 24 equal lobes: within 10% of uniform
+    albedo = torch.rand(1000, 3)
+    with torch.no_grad():
+        shaded = light.shade(albedo, fibonacci_sphere(1000))
+    assert float((shaded - albedo).abs().max()) < 0.06
+
+
+def test_light_follows_its_amplitudes():
+    light = SGLight(24, 4.0)
+    top = int(torch.argmax(light.axes[:, 1]))
+    with torch.no_grad():
+        light.amplitude_logits.fill_(-8.0)
+        light.amplitude_logits[top] = 4.0  # one lobe from above
+        facing, away = light.irradiance(torch.stack([light.axes[top], -light.axes[top]]))
+    assert float(facing) == pytest.approx(1.0, abs=0.02) and float(away) < 0.05
+
+
+def test_srgb_round_trip():
+    x = torch.linspace(0, 1, 101)
+    assert torch.allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-5)
+    assert float(srgb_to_linear(torch.tensor(0.5))) == pytest.approx(0.2140, abs=1e-4)
+
+
+def test_sharpness_below_the_fit_range_is_refused():
+    with pytest.raises(ValueError, match="sharpness"):
+        SGLight(24, 1.0)
+
+
+def test_albedo_field_is_bounded_and_differentiable():
+    field = AlbedoField(levels=4, log2_size=10, max_res=64)
+    x = (torch.rand(100, 3) - 0.5).requires_grad_()
+    a = field(x)
+    assert a.shape == (100, 3) and float(a.min()) >= 0 and float(a.max()) <= 1
+    a.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.allclose(field.query(x.detach(), chunk=7), a.detach(), atol=1e-6)

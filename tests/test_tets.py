@@ -1,0 +1,106 @@
+"""Tetrahedral grid and marching tetrahedra: conformity, analytic sphere, band = full grid, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from recon.geometry.tets import cell_tets, lattice_vertices, marching_tetrahedra, narrow_band, tet_grid
+
+
+def _volumes(verts: torch.Tensor, tets: torch.Tensor) -> torch.Tensor:
+    p = verts[tets]
+    return torch.det(torch.stack([p[:, 1] - p[:, 0], p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]], dim=1).double()) / 6
+
+
+def test_grid_fills_the_cube_and_is_conforming(tmp_path):
+    R = 3
+    verts, tets = tet_grid(R, bound=0.5, cache_dir=tmp_path)
+    assert verts.shape == ((R + 1) ** 3, 3) and tets.shape == (6 * R**3, 4)
+    vol = _volumes(verts, tets).abs()
+    assert (vol > 0).all()
+    assert float(vol.sum()) == pytest.approx(1.0, rel=1e-6)
+    # Conforming: every triangle is shared by two tets inside the cube and by one on its boundary.
+    faces = torch.cat([tets[:, [0, 1, 2]], tets[:, [0, 1, 3]], tets[:, [0, 2, 3]], tets[:, [1, 2, 3]]])
+    uniq, counts = torch.unique(torch.sort(faces, dim=1).values, dim=0, return_counts=True)
+    assert counts.max() == 2
+    on_boundary = (verts[uniq].abs() > 0.5 - 1e-6).all(dim=1).any(dim=1)  # all 3 vertices on one face plane?
+    p = verts[uniq]
+    same_plane = torch.zeros(len(uniq), dtype=torch.bool)
+    for axis in range(3):
+        for side in (-0.5, 0.5):
+            same_plane |= ((p[..., axis] - side).abs() < 1e-6).all(dim=1)
+    assert ((counts == 1) == same_plane).all()
+    del on_boundary
+    # The cache: a second call reads the file.
+    assert (tmp_path / f"kuhn_{R}.npy").is_file()
+    assert torch.equal(tet_grid(R, bound=0.5, cache_dir=tmp_path)[1], tets)
+
+
+def test_sphere_is_closed_outward_and_matches_area_and_volume_at_grid_64():
+    r = 0.4
+    verts, tets = tet_grid(64)
+    sdf = r - verts.norm(dim=-1)  # inside where > 0 (kaolin)
+    v_list, f_list = marching_tetrahedra(verts[None], tets, sdf[None])
+    v, f = v_list[0].detach().numpy(), f_list[0].numpy()
+    mesh = trimesh.Trimesh(v, f, process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent
+    assert mesh.volume > 0  # outward normals
+    assert mesh.volume == pytest.approx(4 / 3 * math.pi * r**3, rel=0.01)
+    assert mesh.area == pytest.approx(4 * math.pi * r**2, rel=0.01)
+    # No duplicate vertices: merging coincident vertices removes none.
+    assert len(trimesh.Trimesh(v, f, process=True).vertices) == len(v)
+
+
+def test_batch_and_tet_indices_follow_kaolin():
+    verts, tets = tet_grid(8)
+    sdf = torch.stack([0.3 - verts.norm(dim=-1), 0.2 - (verts - 0.1).abs().max(dim=-1).values])
+    v_list, f_list, t_list = marching_tetrahedra(verts[None].expand(2, -1, -1), tets, sdf, return_tet_idx=True)
+    assert len(v_list) == len(f_list) == len(t_list) == 2
+    for b in range(2):
+        inside = (sdf[b] > 0)[tets[t_list[b]]].sum(-1)
+        assert ((inside > 0) & (inside < 4)).all()  # every face comes from a crossed tetrahedron
+        assert f_list[b].dtype == torch.long and int(f_list[b].max()) < len(v_list[b])
+
+
+def test_narrow_band_extracts_the_same_surface_as_the_full_grid():
+    R = 24
+    verts, tets = tet_grid(R)
+    sdf = 0.35 - (verts - torch.tensor([0.05, -0.02, 0.0])).norm(dim=-1)
+    full_v, full_f = (x[0] for x in marching_tetrahedra(verts[None], tets, sdf[None]))
+    band = narrow_band(sdf.reshape(R + 1, R + 1, R + 1), width=1)
+    assert 0 < band.fraction < 0.5
+    bv, bf, _ = band.extract(verts[band.verts], sdf[band.verts])
+    assert len(bf) == len(full_f) and len(bv) == len(full_v)
+    key = lambda v: np.unique(np.round(v.detach().numpy(), 6), axis=0)  # noqa: E731
+    assert np.array_equal(key(bv), key(full_v))
+    tri_area = lambda v, f: float(trimesh.Trimesh(v.detach().numpy(), f.numpy(), process=False).area)  # noqa: E731
+    assert tri_area(bv, bf) == pytest.approx(tri_area(full_v, full_f), rel=1e-6)
+
+
+def test_cell_tets_match_the_full_grid():
+    R = 5
+    _, tets = tet_grid(R, cache_dir=None)
+    cells = torch.tensor([0, 7, 61, R**3 - 1])
+    expect = tets.reshape(R**3, 6, 4)[cells].reshape(-1, 4)
+    assert torch.equal(cell_tets(cells, R), expect)
+
+
+def test_gradients_match_finite_differences():
+    torch.manual_seed(0)
+    verts = lattice_vertices(3, 0.5).double()
+    _, tets = tet_grid(3, cache_dir=None)
+    sdf = (0.3 - verts.norm(dim=-1)) + 0.01 * torch.randn(verts.shape[0], dtype=torch.float64)
+    sdf = torch.where(sdf.abs() < 0.02, sdf.sign() * 0.02, sdf)  # keep signs away from 0 for FD
+    weights = torch.randn(200, 3, dtype=torch.float64)
+
+    def f(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        out = marching_tetrahedra(v[None], tets, s[None])[0][0]
+        return (out * weights[: out.shape[0]]).sum()
+
+    assert torch.autograd.gradcheck(f, (verts.clone().requires_grad_(), sdf.clone().requires_grad_()),
+                                    eps=1e-6, atol=1e-5)
