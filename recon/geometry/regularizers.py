@@ -66,3 +66,19 @@ def sdf_sign_regularizer(sdf: Tensor, edges: Tensor) -> Tensor:
     sa, sb = take_rows(sdf, edges[crossing, 0]), take_rows(sdf, edges[crossing, 1])
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     return bce(sa, (sb > 0).to(sa.dtype)) + bce(sb, (sa > 0).to(sb.dtype))
+
+
+def smooth_vertex_normals(normals: Tensor, edges: Tensor, iterations: int) -> Tensor:
+    """[V, 3] unit normals averaged with their 1-ring ``iterations`` times (no gradient needed).
+
+    DMTet surfaces carry cell-scale bumps; shading them gives speckle that the albedo would have to
+    cancel. Averaging over a few rings keeps the shape's shading and drops the bumps'.
+    """
+    e = edges.long()
+    n = normals
+    for _ in range(iterations):
+        total = n.clone()
+        total.index_add_(0, e[:, 0], n[e[:, 1]])
+        total.index_add_(0, e[:, 1], n[e[:, 0]])
+        n = torch.nn.functional.normalize(total, dim=-1)
+    return n

@@ -51,13 +51,17 @@ class RefineConfig:
     """Covered pixels whose colour is compared per step (the albedo field is queried there)."""
     warmup_steps: int = 50
     """First steps in which colour gradients reach only the albedo and light, not the geometry."""
+    shading_moves_geometry: bool = False
+    """Let photometric gradients reach the geometry through the shading normals (shape from shading)."""
+    normal_smoothing: int = 4
+    """1-ring averaging passes over the normals the shading sees (when shading does not move geometry)."""
     photometric: Literal["l1", "l2"] = "l1"
     """Photometric loss on the sampled pixels (sRGB)."""
     rgb_weight: float = 1.0
     """Weight of the photometric loss."""
     mask_weight: float = 2.0
     """Weight of the silhouette loss (squared error of antialiased coverage against the input mask)."""
-    illumination_weight: float = 0.1
+    illumination_weight: float = 0.3
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
     sdf_weight: float = 0.02
     """Weight of DMTet's SDF sign regulariser on crossed edges (decays linearly to 1% of this)."""
@@ -75,11 +79,11 @@ class RefineConfig:
     """Adam learning rate of the SDF (in cells)."""
     lr_deform: float = 0.02
     """Adam learning rate of the deformation (pre-tanh)."""
-    lr_light: float = 0.02
+    lr_light: float = 0.05
     """Adam learning rate of the SG amplitudes (pre-softplus)."""
     sg_count: int = 24
     """Spherical Gaussians in the light (fixed axes on a Fibonacci sphere, grey amplitudes)."""
-    sg_sharpness: float = 4.0
+    sg_sharpness: float = 12.0
     """Sharpness of every lobe (>= 2)."""
     min_component_frac: float = 0.02
     """Final mesh: components with less area than this fraction of the largest are removed."""

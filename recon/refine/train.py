@@ -31,7 +31,12 @@ from torch import Tensor
 
 from recon.data.cameras import Cameras
 from recon.geometry.mesh_sdf import mesh_sdf_grid
-from recon.geometry.regularizers import laplacian_smoothing, normal_consistency, sdf_sign_regularizer
+from recon.geometry.regularizers import (
+    laplacian_smoothing,
+    normal_consistency,
+    sdf_sign_regularizer,
+    smooth_vertex_normals,
+)
 from recon.geometry.tets import TetBand, lattice_vertices, narrow_band
 from recon.log import StepProgress
 from recon.ops import take_rows
@@ -268,7 +273,16 @@ def fit_refined(
             f = faces[r[:, 3].long() - 1]
             w = torch.stack([r[:, 0], r[:, 1], 1 - r[:, 0] - r[:, 1]], dim=-1)[..., None]
             points = (take_rows(verts, f) * w).sum(1)
-            normals = torch.nn.functional.normalize((take_rows(vertex_normals(verts, faces), f) * w).sum(1), dim=-1)
+            vn = vertex_normals(verts, faces)
+            if cfg.shading_moves_geometry:
+                normals = torch.nn.functional.normalize((take_rows(vn, f) * w).sum(1), dim=-1)
+            else:
+                # Shading gradients on the normals let the geometry explain texture by relief (a box's
+                # letters carved in to make them dark), so by default the shading sees fixed normals,
+                # smoothed over a few rings so cell-scale bumps do not speckle the albedo.
+                with torch.no_grad():
+                    vn = smooth_vertex_normals(vn, torch.from_numpy(topo.edges), cfg.normal_smoothing)
+                    normals = torch.nn.functional.normalize((vn[f] * w.detach()).sum(1), dim=-1)
             if step < cfg.warmup_steps:
                 points, normals = points.detach(), normals.detach()
             alb = albedo(points)
