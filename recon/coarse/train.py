@@ -18,6 +18,7 @@ from recon.coarse.fields import DenseGridField, HashGridField
 from recon.coarse.occupancy import Occupancy, visual_hull
 from recon.coarse.render import render_rays
 from recon.data.cameras import Cameras
+from recon.log import StepProgress
 from recon.types import CoarseField, Orbit
 
 log = logging.getLogger(__name__)
@@ -129,21 +130,9 @@ def fit_coarse_field(
         field.upsample(cfg.resolutions[phase])
         optimizer = _optimizer(cfg, field)
     t0 = time.perf_counter()
-    steps = range(start, cfg.steps)
-    bar = None
-    if progress:
-        from recon.log import console
-
-        if console.is_terminal:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            bar = Progress(TextColumn("coarse field"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=True)
-            task = bar.add_task("fit", total=cfg.steps, completed=start, info="")
-            bar.start()
     loss_val, psnr_val = float("nan"), float("nan")
-    try:
-        for step in steps:
+    with StepProgress("coarse field", cfg.steps, start, enabled=progress) as bar:
+        for step in range(start, cfg.steps):
             ph = _phase(cfg, step)
             if ph != phase:
                 phase = ph
@@ -178,14 +167,10 @@ def fit_coarse_field(
             done = step + 1
             if cfg.refresh_every and done % cfg.refresh_every == 0 and done < cfg.steps:
                 occupancy = refresh_occupancy(field, hull, cur_step)
-            if bar is not None:
-                bar.update(task, completed=done, info=f"loss {loss_val:.4f}  PSNR {psnr_val:.1f}")
+            bar.update(done, f"loss {loss_val:.4f}  PSNR {psnr_val:.1f}")
             save_now = cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps
             if checkpoint is not None and save_now:
                 CoarseField(field, occupancy.grid, cfg.bound, cfg.field, init, done).save(checkpoint)
-    finally:
-        if bar is not None:
-            bar.stop()
     seconds = time.perf_counter() - t0
     occupancy = refresh_occupancy(field, hull, step_len)
     metrics = {"loss": loss_val, "train_psnr": psnr_val, "seconds": seconds, "steps": cfg.steps - start}

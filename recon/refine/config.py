@@ -51,6 +51,8 @@ class RefineConfig:
     """Covered pixels whose colour is compared per step (the albedo field is queried there)."""
     warmup_steps: int = 50
     """First steps in which colour gradients reach only the albedo and light, not the geometry."""
+    photometric_moves_geometry: bool = True
+    """Let colour gradients move the surface through the albedo lookup positions (multi-view stereo cue)."""
     shading_moves_geometry: bool = False
     """Let photometric gradients reach the geometry through the shading normals (shape from shading)."""
     normal_smoothing: int = 4

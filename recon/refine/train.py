@@ -283,7 +283,7 @@ def fit_refined(
                 with torch.no_grad():
                     vn = smooth_vertex_normals(vn, torch.from_numpy(topo.edges), cfg.normal_smoothing)
                     normals = torch.nn.functional.normalize((vn[f] * w.detach()).sum(1), dim=-1)
-            if step < cfg.warmup_steps:
+            if step < cfg.warmup_steps or not cfg.photometric_moves_geometry:
                 points, normals = points.detach(), normals.detach()
             alb = albedo(points)
             rgb = light.shade(alb, normals)
