@@ -92,3 +92,18 @@ def write_json(name: str, payload: dict[str, Any], path: Path | None = None) -> 
 
     out = path or RESULTS_DIR / f"{name}.json"
     return atomic_json(out, payload)
+
+
+def run_isolated(cmd: list[str], what: str, overrides: list[str] = ()) -> str:
+    """Run one benchmark case in its own process (clean peak-memory and timing); returns its stdout's last
+    line. On failure prints the tail of its stderr and exits naming ``what``."""
+    import subprocess
+    import sys
+
+    for o in overrides:
+        cmd = [*cmd, "--set", o]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{what} failed")
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""

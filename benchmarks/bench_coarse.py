@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
-from _common import machine_info, peak_memory, print_table, write_json
+from _common import machine_info, peak_memory, print_table, run_isolated, write_json
 from _objects import object_mesh, perturbed_orbit
 
 DEFAULT_OBJECTS = ["sphere", "torus", "union", "demo", "duck", "bunny"]
@@ -94,13 +93,7 @@ def main() -> int:
     for name in args.objects:
         cmd = [sys.executable, __file__, "--one", name, "--preset", args.preset, "--size", str(args.size)]
         cmd += ["--perturb"] if args.perturb else []
-        for o in args.overrides:
-            cmd += ["--set", o]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            print(proc.stderr[-2000:], file=sys.stderr)
-            raise SystemExit(f"object {name} failed")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows.append(json.loads(run_isolated(cmd, f"object {name}", args.overrides)))
         print(f"  {name}: {rows[-1]}", file=sys.stderr)
     mean = {"object": "MEAN"}
     for key in ("coarse_s", "chamfer", "iou", "fscore@0.02", "psnr"):

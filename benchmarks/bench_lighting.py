@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
-from _common import machine_info, print_table, write_json
+from _common import machine_info, print_table, run_isolated, write_json
 from _objects import object_mesh
 
 
@@ -148,13 +147,8 @@ def main() -> int:
             for what in ("fit-unlit", "fit-lit", "score"):
                 cmd = [sys.executable, __file__, "--step", name, what, "--preset", args.preset, "--size",
                        str(args.size), "--work", str(work)]
-                for o in args.overrides:
-                    cmd += ["--set", o]
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if proc.returncode != 0:
-                    print(proc.stderr[-3000:], file=sys.stderr)
-                    raise SystemExit(f"object {name} failed at {what}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                last = run_isolated(cmd, f"object {name} at {what}", args.overrides)
+            rows.append(json.loads(last))
             print(f"  {name}: {rows[-1]}", file=sys.stderr)
     columns = ["object", "unlit_psnr", "lit_psnr", "gap_db", "sep_psnr", "painted_psnr", "shading_corr",
                "painted_corr", "scale"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
-from _common import machine_info, peak_memory, print_table, write_json
+from _common import machine_info, peak_memory, print_table, run_isolated, write_json
 from _objects import object_mesh
 
 DEFAULT_OBJECTS = ["sphere", "torus", "union", "demo", "duck", "bunny"]
@@ -127,13 +126,7 @@ def main() -> int:
         for name in args.objects:
             cmd = [sys.executable, __file__, "--one", name, "--preset", args.preset, "--size", str(args.size),
                    "--work", str(work)]
-            for o in args.overrides:
-                cmd += ["--set", o]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"object {name} failed")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(json.loads(run_isolated(cmd, f"object {name}", args.overrides)))
             print(f"  {name}: {rows[-1]}", file=sys.stderr)
     mean: dict[str, object] = {"object": "MEAN"}
     for key in COLUMNS[1:]:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor
+
+
+def phase_index(step: int, steps: int, phase_ends: Sequence[float]) -> int:
+    """Index of the coarse-to-fine phase that ``step`` of ``steps`` falls in (phases end at these fractions)."""
+    frac = step / max(steps, 1)
+    for i, end in enumerate(phase_ends):
+        if frac < end:
+            return i
+    return len(phase_ends) - 1
 
 
 def take_rows(x: Tensor, index: Tensor) -> Tensor:

@@ -10,6 +10,14 @@ from torch import Tensor
 from recon.data.cameras import Cameras
 
 
+def save_state(state: dict, path) -> None:
+    """``torch.save`` to a temporary name, then rename: never a half-written checkpoint."""
+    from recon.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
 @dataclass
 class Orbit:
     """Posed views of one object: the input of every stage.
@@ -121,10 +129,7 @@ class CoarseField:
 
     def save(self, path) -> None:
         """Write atomically with torch.save."""
-        from recon.io import atomic_path
-
-        with atomic_path(path) as tmp:
-            torch.save(self.state(), tmp)
+        save_state(self.state(), path)
 
     @staticmethod
     def from_state(state: dict) -> CoarseField:
@@ -220,10 +225,7 @@ class RefinedAsset:
 
     def save(self, path) -> None:
         """Write atomically with torch.save."""
-        from recon.io import atomic_path
-
-        with atomic_path(path) as tmp:
-            torch.save(self.state(), tmp)
+        save_state(self.state(), path)
 
     @staticmethod
     def from_state(state: dict) -> RefinedAsset:

@@ -19,6 +19,7 @@ from recon.coarse.occupancy import Occupancy, visual_hull
 from recon.coarse.render import render_rays
 from recon.data.cameras import Cameras
 from recon.log import StepProgress
+from recon.ops import phase_index
 from recon.types import CoarseField, Orbit
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,6 @@ def _level(orbit: Orbit, scale: float) -> _Level:
     grow = max(2, round(0.03 * max(h, w)))
     sel = torch.from_numpy(ndimage.binary_dilation((masks > 0.05).numpy(), iterations=grow, structure=None))
     return _Level(images, masks, cams, sel.nonzero())
-
-
-def _phase(cfg: CoarseConfig, step: int) -> int:
-    frac = step / max(cfg.steps, 1)
-    for i, end in enumerate(cfg.phase_ends):
-        if frac < end:
-            return i
-    return len(cfg.phase_ends) - 1
 
 
 def _make_field(cfg: CoarseConfig) -> tuple[torch.nn.Module, dict]:
@@ -125,7 +118,7 @@ def fit_coarse_field(
     bg = torch.tensor(orbit.background, dtype=torch.float32)
     finest_cell = 2 * cfg.bound / max(cfg.resolutions)
     step_len = finest_cell / cfg.samples_per_cell
-    phase = _phase(cfg, start)
+    phase = phase_index(start, cfg.steps, cfg.phase_ends)
     if cfg.field == "grid" and field.resolution != cfg.resolutions[phase]:
         field.upsample(cfg.resolutions[phase])
         optimizer = _optimizer(cfg, field)
@@ -133,7 +126,7 @@ def fit_coarse_field(
     loss_val, psnr_val = float("nan"), float("nan")
     with StepProgress("coarse field", cfg.steps, start, enabled=progress) as bar:
         for step in range(start, cfg.steps):
-            ph = _phase(cfg, step)
+            ph = phase_index(step, cfg.steps, cfg.phase_ends)
             if ph != phase:
                 phase = ph
                 if cfg.field == "grid" and field.resolution != cfg.resolutions[phase]:

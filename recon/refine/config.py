@@ -81,6 +81,8 @@ class RefineConfig:
     """Adam learning rate of the SDF (in cells)."""
     lr_deform: float = 0.02
     """Adam learning rate of the deformation (pre-tanh)."""
+    geometry_lr_final: float = 1.0
+    """Geometry learning rates decay linearly to this fraction of their value by the last step."""
     lr_light: float = 0.05
     """Adam learning rate of the SG amplitudes (pre-softplus)."""
     sg_count: int = 24

@@ -39,13 +39,13 @@ from recon.geometry.regularizers import (
 )
 from recon.geometry.tets import TetBand, lattice_vertices, narrow_band
 from recon.log import StepProgress
-from recon.ops import take_rows
+from recon.ops import phase_index, take_rows
 from recon.refine.config import RefineConfig
 from recon.render import antialias, edge_topology, rasterize
 from recon.render.views import clip_positions, vertex_normals
 from recon.shading.albedo import AlbedoField
 from recon.shading.sg import SGLight, srgb_to_linear
-from recon.types import Mesh, Orbit, RefinedAsset
+from recon.types import Mesh, Orbit, RefinedAsset, save_state
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,6 @@ def _level(orbit: Orbit, size: int) -> _Level:
     low = ndimage.gaussian_filter(lum * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-4)
     return _Level(images, masks.contiguous(), torch.from_numpy(low.astype(np.float32)),
                   orbit.cameras.scaled(size, size))
-
-
-def _phase(cfg: RefineConfig, step: int) -> int:
-    frac = step / max(cfg.steps, 1)
-    for i, end in enumerate(cfg.phase_ends):
-        if frac < end:
-            return i
-    return len(cfg.phase_ends) - 1
 
 
 class _Geometry(torch.nn.Module):
@@ -245,7 +237,7 @@ def fit_refined(
     t0 = time.perf_counter()
     with StepProgress("refine", cfg.steps, start, enabled=progress) as bar:
         for step in range(start, cfg.steps):
-            ph = _phase(cfg, step)
+            ph = phase_index(step, cfg.steps, cfg.phase_ends)
             if ph not in levels:
                 levels[ph] = _level(orbit, min(cfg.resolutions[ph], max_size))
             lvl = levels[ph]
@@ -297,6 +289,11 @@ def fit_refined(
             smooth_loss = (alb[:m] - albedo(points[:m].detach() + jitter)).abs().mean()
 
             decay = 1 - 0.99 * step / max(cfg.steps - 1, 1)
+            # Geometry learning rates fall linearly to ``geometry_lr_final`` of their value: late steps only
+            # polish, so noise in the gradients cannot keep moving a converged surface.
+            geo_scale = 1 - (1 - cfg.geometry_lr_final) * step / max(cfg.steps - 1, 1)
+            optimizer.param_groups[0]["lr"] = cfg.lr_sdf * geo_scale
+            optimizer.param_groups[1]["lr"] = cfg.lr_deform * geo_scale
             sdf_loss = sdf_sign_regularizer(band_sdf, geometry.band.edges)
             normal_loss = normal_consistency(verts, faces, torch.from_numpy(topo.edge_faces))
             lap_loss = laplacian_smoothing(verts / geometry.cell, torch.from_numpy(topo.edges))
@@ -321,13 +318,10 @@ def fit_refined(
             bar.update(done, f"loss {loss_val:.4f}  PSNR {psnr_val:.1f}  faces {faces.shape[0]}")
             if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
                     and done < cfg.steps:
-                from recon.io import atomic_path
-
-                with atomic_path(checkpoint) as tmp:
-                    torch.save({"sdf": geometry.sdf.detach(), "deform": geometry.deform.detach(),
-                                "albedo": albedo.state_dict(), "light": light.state_dict(),
-                                "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "step": done},
-                               tmp)
+                save_state({"sdf": geometry.sdf.detach(), "deform": geometry.deform.detach(),
+                            "albedo": albedo.state_dict(), "light": light.state_dict(),
+                            "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "step": done},
+                           checkpoint)
     seconds = time.perf_counter() - t0
     mesh = final_mesh(cfg, geometry, albedo)
     metrics = {"loss": loss_val, "train_psnr": psnr_val, "seconds": seconds, "init_seconds": init_seconds,
