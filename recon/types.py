@@ -18,6 +18,11 @@ def save_state(state: dict, path) -> None:
         torch.save(state, tmp)
 
 
+def load_state(path) -> dict:
+    """What ``save_state`` wrote (tensors on the CPU)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 @dataclass
 class Orbit:
     """Posed views of one object: the input of every stage.
@@ -146,7 +151,7 @@ class CoarseField:
 
     @staticmethod
     def load(path) -> CoarseField:
-        return CoarseField.from_state(torch.load(path, map_location="cpu", weights_only=False))
+        return CoarseField.from_state(load_state(path))
 
 
 @dataclass
@@ -242,4 +247,4 @@ class RefinedAsset:
 
     @staticmethod
     def load(path) -> RefinedAsset:
-        return RefinedAsset.from_state(torch.load(path, map_location="cpu", weights_only=False))
+        return RefinedAsset.from_state(load_state(path))

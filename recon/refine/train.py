@@ -45,7 +45,7 @@ from recon.render import antialias, edge_topology, rasterize
 from recon.render.views import clip_positions, vertex_normals
 from recon.shading.albedo import AlbedoField
 from recon.shading.sg import SGLight, srgb_to_linear
-from recon.types import Mesh, Orbit, RefinedAsset, save_state
+from recon.types import Mesh, Orbit, RefinedAsset, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def fit_refined(
     ], fused=True)  # one kernel per tensor: 5 ms a step instead of 30 ms for the lattice-sized parameters
     start = 0
     if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        saved = load_state(checkpoint)
         if saved.get("step", 0) < cfg.steps and saved["sdf"].shape == geometry.sdf.shape:
             with torch.no_grad():
                 geometry.sdf.copy_(saved["sdf"])
@@ -278,10 +278,10 @@ def fit_refined(
             if step < cfg.warmup_steps or not cfg.photometric_moves_geometry:
                 points, normals = points.detach(), normals.detach()
             alb = albedo(points)
-            rgb = light.shade(alb, normals)
+            irr = light.irradiance(normals)
+            rgb = light.shade(alb, normals, irradiance=irr)
             target = lvl.images[views][b, y, x]
             rgb_loss = _photometric(cfg, rgb, target)
-            irr = light.irradiance(normals)
             lum = lvl.luminance[views][b, y, x]
             illum_loss = ((irr / irr.mean() - lum / lum.mean().clamp(min=1e-4)) ** 2).mean()
             m = min(pix.shape[0], 4096)

@@ -18,6 +18,19 @@ def edge(ax, ay, bx, by, px, py):
 
 
 @njit(cache=True, inline="always")
+def canonical_edge(ia, ib, xa, ya, xb, yb, s, px, py):
+    """Edge function of a->b at p, evaluated from the lower-index endpoint, times ``s``; and whether p
+    is on the inside of that edge under the tie rule (exactly on it: inside when the un-flipped edge
+    faces the triangle's interior)."""
+    if ia < ib:
+        e, t = edge(xa, ya, xb, yb, px, py), 1.0
+    else:
+        e, t = -edge(xb, yb, xa, ya, px, py), -1.0
+    e *= s
+    return e, not (e < 0 or (e == 0 and t * s < 0))
+
+
+@njit(cache=True, inline="always")
 def inside_canonical(i0, i1, i2, x0, y0, x1, y1, x2, y2, s, px, py):
     """Point-in-triangle test with the canonical-edge tie rule.
 
@@ -29,25 +42,13 @@ def inside_canonical(i0, i1, i2, x0, y0, x1, y1, x2, y2, s, px, py):
         (inside, e0, e1): e0 and e1 are the edge functions opposite vertices 0 and 1 times ``s``, so the
         barycentrics are e0 / |area| and e1 / |area|.
     """
-    if i1 < i2:
-        e0, t0 = edge(x1, y1, x2, y2, px, py), 1.0
-    else:
-        e0, t0 = -edge(x2, y2, x1, y1, px, py), -1.0
-    e0 *= s
-    if e0 < 0 or (e0 == 0 and t0 * s < 0):
+    e0, ok = canonical_edge(i1, i2, x1, y1, x2, y2, s, px, py)
+    if not ok:
         return False, 0.0, 0.0
-    if i2 < i0:
-        e1, t1 = edge(x2, y2, x0, y0, px, py), 1.0
-    else:
-        e1, t1 = -edge(x0, y0, x2, y2, px, py), -1.0
-    e1 *= s
-    if e1 < 0 or (e1 == 0 and t1 * s < 0):
+    e1, ok = canonical_edge(i2, i0, x2, y2, x0, y0, s, px, py)
+    if not ok:
         return False, 0.0, 0.0
-    if i0 < i1:
-        e2, t2 = edge(x0, y0, x1, y1, px, py), 1.0
-    else:
-        e2, t2 = -edge(x1, y1, x0, y0, px, py), -1.0
-    e2 *= s
-    if e2 < 0 or (e2 == 0 and t2 * s < 0):
+    _, ok = canonical_edge(i0, i1, x0, y0, x1, y1, s, px, py)
+    if not ok:
         return False, 0.0, 0.0
     return True, e0, e1

@@ -101,6 +101,8 @@ class SGLight(nn.Module):
         peak = self.raw_irradiance(self.probes).max()
         return self.raw_irradiance(normals) / peak
 
-    def shade(self, albedo: Tensor, normals: Tensor) -> Tensor:
-        """[..., 3] sRGB colour of Lambertian ``albedo`` [..., 3] (sRGB) with ``normals`` [..., 3]."""
-        return linear_to_srgb(srgb_to_linear(albedo) * self.irradiance(normals)[..., None])
+    def shade(self, albedo: Tensor, normals: Tensor, irradiance: Tensor | None = None) -> Tensor:
+        """[..., 3] sRGB colour of Lambertian ``albedo`` [..., 3] (sRGB) with ``normals`` [..., 3]
+        (``irradiance`` [...]: ``self.irradiance(normals)`` when the caller already has it)."""
+        irr = self.irradiance(normals) if irradiance is None else irradiance
+        return linear_to_srgb(srgb_to_linear(albedo) * irr[..., None])
