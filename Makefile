@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.orbitmesh-installed
+# The Khronos glTF validator, for the export tests (skipped with a reason where npm is missing).
+VALIDATOR := .cache/node/node_modules/gltf-validator/package.json
+VALIDATOR_VERSION := 2.0.0-dev.3.10
 
 .PHONY: setup demo test test-all lint bench clean
 
@@ -14,15 +17,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(VALIDATOR):
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-audit --no-fund --prefix .cache/node gltf-validator@$(VALIDATOR_VERSION); \
+	else echo "npm not found: the glTF validator tests will be skipped"; fi
+
+setup: $(STAMP) $(VALIDATOR)
 
 demo: $(STAMP)
 	$(BIN)/orbitmesh demo -o out/demo
 
-test: $(STAMP)
+test: $(STAMP) $(VALIDATOR)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(VALIDATOR)
 	$(BIN)/python -m pytest -q -m ""
 
 lint: $(STAMP)

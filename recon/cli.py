@@ -34,6 +34,33 @@ def _common(parser: argparse.ArgumentParser, config: bool = True) -> None:
     g.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
 
+def _export_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("export options (shorthands for --set export.KEY=VALUE)")
+    g.add_argument("--faces", type=int, default=None, help="face budget of the exported mesh (default 20000; 0 = all)")
+    g.add_argument("--texture-size", type=int, default=None, help="albedo texture side in texels (default 1024)")
+    g.add_argument("--formats", default=None, metavar="LIST",
+                   help="comma-separated formats to write as asset.<fmt>: glb, obj, ply (default glb)")
+    g.add_argument("--normal-map", action="store_true", default=None,
+                   help="also bake a tangent-space normal map from the full-resolution mesh")
+    g.add_argument("--scale", type=float, default=None, help="multiply positions on writing (default 1)")
+    g.add_argument("--up", choices=["y", "z"], default=None, help="up axis of OBJ/PLY files (GLB is always +Y)")
+
+
+def _export_overrides(args: argparse.Namespace) -> list[str]:
+    """--faces, --texture-size, ... as ``export.key=value`` overrides."""
+    out = []
+    for opt, key in (("faces", "faces"), ("texture_size", "texture_size"), ("scale", "scale"), ("up", "up")):
+        value = getattr(args, opt, None)
+        if value is not None:
+            out.append(f"export.{key}={value}")
+    if getattr(args, "formats", None):
+        items = [f.strip().lower().lstrip(".") for f in args.formats.split(",") if f.strip()]
+        out.append(f"export.formats=[{', '.join(items)}]")
+    if getattr(args, "normal_map", None):
+        out.append("export.normal_map=true")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orbitmesh",
@@ -43,12 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("demo", help="run every stage on the bundled demo orbit (preset: fast) and say what it produced")
+    p = sub.add_parser("demo", help="run every stage on the bundled demo orbit (preset: fast): orbit in, GLB out")
     p.add_argument("-o", "--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    _export_options(p)
     _common(p)
     p.set_defaults(preset="fast")
 
-    p = sub.add_parser("fit", help="reconstruct a mesh from an orbit (stages so far: data, coarse, refine)")
+    p = sub.add_parser("fit", help="reconstruct a textured asset from an orbit: asset.glb (stages data, coarse, "
+                                   "refine, export)")
     p.add_argument("orbit", type=Path, help="orbit folder, video, or transforms.json")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     from recon.pipeline import STAGES
@@ -56,7 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", choices=STAGES, default=STAGES[-1], help=f"last stage to run (default {STAGES[-1]})")
     p.add_argument("--from-stage", choices=STAGES[1:], default=None,
                    help="recompute from this stage on, reading earlier results from the output folder")
+    _export_options(p)
     _common(p)
+
+    p = sub.add_parser("export", help="re-export a finished run (face budget, texture size, formats) without fitting")
+    p.add_argument("run", type=Path, help="a folder `orbitmesh fit` wrote")
+    p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: the run folder)")
+    p.add_argument("--source", choices=["auto", "refined", "coarse"], default="auto",
+                   help="what to export: the refined asset (auto, when present) or the coarse mesh")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set export.padding=8 (repeatable)")
+    _export_options(p)
+    _common(p, config=False)
 
     p = sub.add_parser("orbit-info", help="print what was understood of an orbit; write a contact sheet")
     p.add_argument("path", type=Path, help="orbit folder, video, or transforms.json")
@@ -122,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_cfg(args: argparse.Namespace):
     from recon.config import load_config
 
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + _export_overrides(args)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.device is not None:
@@ -160,6 +200,17 @@ def _report(result) -> None:
     if refine:
         print(f"refine: {refine['steps']} steps in {refine['seconds']:.1f} s, "
               f"train PSNR {refine['train_psnr']:.2f} dB, {refine['faces']} faces")
+    export = result.metrics.get("export")
+    if export:
+        _report_export(export)
+
+
+def _report_export(export: dict) -> None:
+    line = (f"export: {export['faces_in']} -> {export['faces']} faces, {export['texture_size']}² texture, "
+            f"UVs by {export['unwrap_method']}, {export['seconds']:.1f} s")
+    if "psnr_vs_before_export" in export:
+        line += f", {export['psnr_vs_before_export']:.2f} dB PSNR against the result before export"
+    print(line)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -169,6 +220,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
     result = run(cfg, args.orbit, args.out, until=args.until, from_stage=args.from_stage)
     print(f"fit finished (until {args.until}). Produced:")
     _report(result)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from recon.io import write_json
+    from recon.pipeline import export_run
+
+    files, metrics = export_run(args.run, list(args.overrides) + _export_overrides(args), args.out, args.source)
+    out = args.out or args.run
+    files["export_metrics"] = write_json(out / "export_metrics.json", metrics)
+    print(f"export finished ({metrics['source']} result of {args.run}). Produced:")
+    for role, path in files.items():
+        print(f"  {role:22s} {path}")
+    _report_export(metrics)
     return 0
 
 
@@ -268,6 +333,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 COMMANDS = {
     "demo": cmd_demo,
     "fit": cmd_fit,
+    "export": cmd_export,
     "orbit-info": cmd_orbit_info,
     "convert": cmd_convert,
     "synth": cmd_synth,

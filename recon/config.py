@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from exporters.config import ExportConfig
 from recon.coarse.config import CoarseConfig, ExtractConfig
 from recon.errors import ConfigError
 from recon.refine.config import RefineConfig
@@ -66,6 +67,8 @@ class PipelineConfig:
     """Marching cubes to the coarse mesh."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     """DMTet refinement with SG lighting and an albedo field."""
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """Face budget, UV atlas, baked texture and the files written."""
 
 
 # ---------------------------------------------------------------------------------------------------

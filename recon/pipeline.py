@@ -2,8 +2,9 @@
 
 Stages so far: ``data`` (load and check the orbit; write its summary and contact sheet), ``coarse``
 (fit the radiance field, extract ``coarse.ply``) and ``refine`` (DMTet with SG lighting and an albedo
-field -> ``refined.ply`` and the reloadable ``RefinedAsset``). Each later stage adds one step to ``run``
-and its artifact to ``RunResult``. A finished stage's artifact is reused when the run folder already holds
+field -> ``refined.ply`` and the reloadable ``RefinedAsset``) and ``export`` (decimate, unwrap, bake ->
+``asset.glb`` and the other formats asked for). Each stage adds one step to ``run`` and its artifact to
+``RunResult``; ``export_run`` re-exports a finished run folder with other export options. A finished stage's artifact is reused when the run folder already holds
 it for the same configuration, and an interrupted fit resumes from its last checkpoint. ``from_stage``
 recomputes from the named stage on, reading the earlier stages' saved results from the run folder.
 """
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from recon.config import PipelineConfig, config_to_dict, config_to_yaml
 from recon.data.orbit import load_orbit, orbit_json_dict, transforms_dict
@@ -26,7 +29,7 @@ from recon.types import CoarseField, Mesh, Orbit, RefinedAsset
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "coarse", "refine")
+STAGES = ("data", "coarse", "refine", "export")
 """Stages in the order they run; ``--until`` stops after the named one."""
 
 
@@ -125,6 +128,12 @@ def run(cfg: PipelineConfig, orbit_path: str | Path, out_dir: str | Path, until:
             run_coarse_stage(cfg, result)
     if wanted("refine"):
         run_refine_stage(cfg, result, force=forced("refine"))
+    if wanted("export"):
+        source = result.refined if result.refined is not None else result.coarse_mesh
+        assert source is not None
+        files_out, export_metrics = run_export_stage(cfg, source, out)
+        files.update(files_out)
+        metrics["export"] = export_metrics
 
     files["metrics"] = write_json(out / "metrics.json", metrics)
     return result
@@ -214,3 +223,117 @@ def hashlib_of(path: Path) -> str:
     import hashlib
 
     return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+
+
+def _reference_render(source: RefinedAsset | Mesh, cameras) -> Tensor:
+    """Unlit renders of what is being exported (the albedo field on the refined mesh, or vertex colours)."""
+    from recon.previews import vertex_colored
+    from recon.refine.render import render_asset
+    from recon.render.views import render_views
+
+    if isinstance(source, RefinedAsset):
+        return render_asset(source, cameras, shaded=False)["rgb"]
+    return render_views(vertex_colored(source, source.colors), cameras, supersample=2)[0]
+
+
+def _color_source(source: RefinedAsset | Mesh):
+    """world points [P, 3] -> sRGB [P, 3]: the albedo field, or the mesh's vertex colours at the closest point."""
+    if isinstance(source, RefinedAsset):
+        albedo = source.albedo.cpu()
+        return lambda p: albedo.query(p)
+    from recon.geometry.closest import ClosestPoint
+
+    verts, faces, colors = source.verts.numpy(), source.faces.numpy(), source.colors.double().numpy()
+    closest = ClosestPoint(verts, faces, k=8)
+
+    def vertex_color(p: Tensor) -> Tensor:
+        _, face, bary = closest.query(p.double().numpy())
+        return torch.from_numpy((colors[faces[face]] * bary[..., None]).sum(1)).float()
+
+    return vertex_color
+
+
+def run_export_stage(cfg: PipelineConfig, source: RefinedAsset | Mesh, out: Path) -> tuple[dict[str, Path], dict]:
+    """Decimate, unwrap and bake ``source`` (a refined asset, or a coarse mesh with vertex colours) and write
+    ``asset.<format>`` for each format asked for; previews ``export.png`` (before | after export on held-out
+    views) and ``turntable.mp4``. Returns the files written and the export's metrics."""
+    from exporters.asset import export_textured
+    from exporters.config import check_export_config
+    from exporters.writers import write_asset
+    from recon.eval.metrics import EvalConfig, heldout_cameras, psnr
+    from recon.previews import export_previews, turntable_video
+    from recon.render.mesh import load_render_mesh
+    from recon.render.views import render_views
+
+    ecfg = cfg.export
+    check_export_config(ecfg)
+    mesh = source.mesh if isinstance(source, RefinedAsset) else source
+    if len(mesh.faces) == 0:
+        from recon.errors import InputError
+
+        raise InputError(out, "nothing to export: the reconstructed mesh is empty")
+    start = time.perf_counter()
+    textured = export_textured(ecfg, mesh.verts.cpu().numpy(), mesh.faces.cpu().numpy(), _color_source(source))
+    files: dict[str, Path] = {}
+    for fmt in ecfg.formats:
+        written = write_asset(textured, out / f"asset.{fmt}", scale=ecfg.scale, up=ecfg.up)
+        files[f"asset_{fmt}"] = written[-1]
+    metrics: dict[str, object] = {**textured.stats, "source": "refined" if isinstance(source, RefinedAsset)
+                                  else "coarse", "seconds": time.perf_counter() - start}
+
+    # The written file, reloaded, against the result before export (unlit, held-out views).
+    check_path = files.get("asset_glb") or files.get("asset_obj")
+    if check_path is not None and (ecfg.eval_views > 0 or ecfg.turntable_frames > 0):
+        exported = load_render_mesh(check_path)
+        exported = replace(exported, verts=exported.verts / ecfg.scale) if ecfg.scale != 1.0 else exported
+        if ecfg.up != "y" and check_path.suffix == ".obj":
+            exported = None  # an OBJ in another frame: no comparison in ours
+        if exported is not None and ecfg.eval_views > 0:
+            cams = heldout_cameras(EvalConfig(views=ecfg.eval_views, view_size=256))
+            before = _reference_render(source, cams)
+            after = render_views(exported, cams, supersample=2)[0]
+            metrics["psnr_vs_before_export"] = psnr(after, before)
+            files.update(export_previews(before, after, out / "previews"))
+        if exported is not None and ecfg.turntable_frames > 0:
+            files["turntable"] = turntable_video(exported, out / "previews" / "turntable.mp4",
+                                                 ecfg.turntable_frames, ecfg.turntable_size)
+    log.info("export: %s in %.1f s", ", ".join(p.name for p in files.values()), time.perf_counter() - start)
+    return files, metrics
+
+
+def find_refined_asset(run_dir: Path) -> Path | None:
+    """The most recently written refined asset of a run folder (``checkpoints/refined_*.pt``), if any."""
+    candidates = sorted((run_dir / "checkpoints").glob("refined_*.pt"), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
+def export_run(run_dir: str | Path, overrides: list[str] | None = None, out_dir: str | Path | None = None,
+               source: str = "auto") -> tuple[dict[str, Path], dict]:
+    """Re-export a finished run without fitting again.
+
+    Args:
+        run_dir: a folder ``orbitmesh fit`` wrote (its ``config.yaml`` is the base configuration).
+        overrides: ``export.key=value`` strings (face budget, texture size, formats, ...).
+        out_dir: where to write (default: ``run_dir``).
+        source: 'refined', 'coarse', or 'auto' (the refined asset when the run has one).
+    Raises:
+        InputError: not a run folder, or the requested source is missing.
+    """
+    from recon.config import apply_overrides, load_config
+    from recon.errors import InputError
+
+    run = Path(run_dir)
+    config_path = run / "config.yaml"
+    if not config_path.is_file():
+        raise InputError(run, "not an orbitmesh run folder (no config.yaml); run `orbitmesh fit` first")
+    cfg = apply_overrides(load_config(config_path), overrides or [])
+    out = Path(out_dir) if out_dir is not None else run
+    refined_path = find_refined_asset(run) if source in ("auto", "refined") else None
+    if refined_path is not None:
+        chosen: RefinedAsset | Mesh = RefinedAsset.load(refined_path)
+    elif source == "refined":
+        raise InputError(run / "checkpoints", "no refined asset (refined_*.pt); run the refine stage first")
+    else:
+        chosen = load_saved_mesh(run / "coarse.ply", "coarse")
+    files, metrics = run_export_stage(cfg, chosen, out)
+    return files, metrics

@@ -75,3 +75,37 @@ def refine_previews(orbit: Orbit, asset: RefinedAsset, out_dir: Path, size: int 
     plain = render_asset(asset, cams, shaded=False, background=orbit.background)
     rows = [[images[i], shaded["rgb"][i], plain["rgb"][i], plain["normal"][i]] for i in range(len(views))]
     return {"refine_preview": write_png(out_dir / "refine.png", _grid(rows))}
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 24) -> Path:
+    """Write [N, H, W, 3] float frames in [0, 1] as an H.264 .mp4 (yuv420p, plays everywhere), atomically.
+    Sides should be multiples of 16 (ffmpeg's macroblock)."""
+    import imageio.v2 as iio
+
+    from recon.io import atomic_path, to_uint8
+
+    with atomic_path(path) as tmp:
+        iio.mimwrite(tmp, list(to_uint8(frames)), format="FFMPEG", fps=fps, codec="libx264", quality=8,
+                     pixelformat="yuv420p", macro_block_size=16)
+    return Path(path)
+
+
+def turntable_cameras(frames: int, size: int, elevation_deg: float = 15.0) -> Cameras:
+    """``frames`` cameras on a full circle at ``elevation_deg``, SV3D's radius and field of view."""
+    from recon.data.cameras import orbit_cameras
+
+    azim = torch.arange(frames, dtype=torch.float64) * 360.0 / frames
+    return orbit_cameras(torch.full((frames,), elevation_deg, dtype=torch.float64), azim, 2.0, 33.8, size)
+
+
+def turntable_video(mesh: RenderMesh, path: Path, frames: int = 48, size: int = 384) -> Path:
+    """``previews/turntable.mp4``: the mesh lit by a soft light, once around."""
+    lit, _ = render_views(mesh, turntable_cameras(frames, size), supersample=2, light=SoftLight())
+    return write_video(path, lit.numpy())
+
+
+def export_previews(reference: Tensor, exported: Tensor, out_dir: Path, rows: int = 4) -> dict[str, Path]:
+    """Write ``export.png``: per held-out view, the result before export | the exported file | 4x |difference|."""
+    n = min(rows, len(reference))
+    grid = [[reference[i], exported[i], ((reference[i] - exported[i]).abs() * 4).clamp(0, 1)] for i in range(n)]
+    return {"export_preview": write_png(out_dir / "export.png", _grid(grid))}
