@@ -15,7 +15,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from recon.geometry.closest import ClosestPoint
-from recon.render import interpolate, rasterize
+from recon.render import rasterize
 
 
 def uv_rasterize(uvs: Tensor, faces: Tensor, size: int) -> Tensor:

@@ -32,7 +32,7 @@ def write_obj(asset: TexturedMesh, path: str | Path, scale: float = 1.0, up: str
     tex_path = path.with_name(f"{stem}.png")
     mtl_path = path.with_suffix(".mtl")
     written = [write_png(tex_path, asset.texture)]
-    mtl = [f"# orbitmesh: lighting-free albedo\nnewmtl albedo", "Ka 0 0 0", "Kd 1 1 1", "Ks 0 0 0", "d 1",
+    mtl = ["# orbitmesh: lighting-free albedo\nnewmtl albedo", "Ka 0 0 0", "Kd 1 1 1", "Ks 0 0 0", "d 1",
            "illum 1", f"map_Kd {tex_path.name}"]
     if asset.normal_texture is not None:
         normal_path = path.with_name(f"{stem}_normal.png")

@@ -1,12 +1,13 @@
 """The only place where stages meet: orbit in, artifacts out, in one direction.
 
-Stages so far: ``data`` (load and check the orbit; write its summary and contact sheet), ``coarse``
-(fit the radiance field, extract ``coarse.ply``) and ``refine`` (DMTet with SG lighting and an albedo
-field -> ``refined.ply`` and the reloadable ``RefinedAsset``) and ``export`` (decimate, unwrap, bake ->
-``asset.glb`` and the other formats asked for). Each stage adds one step to ``run`` and its artifact to
-``RunResult``; ``export_run`` re-exports a finished run folder with other export options. A finished stage's artifact is reused when the run folder already holds
-it for the same configuration, and an interrupted fit resumes from its last checkpoint. ``from_stage``
-recomputes from the named stage on, reading the earlier stages' saved results from the run folder.
+Stages: ``data`` (load and check the orbit; write its summary and contact sheet), ``coarse`` (fit the
+radiance field, extract ``coarse.ply``), ``refine`` (DMTet with SG lighting and an albedo field ->
+``refined.ply`` and the reloadable ``RefinedAsset``) and ``export`` (decimate, unwrap, bake -> ``asset.glb``
+and the other formats asked for). Each stage adds one step to ``run``; ``export_run`` re-exports a
+finished run folder with other export options. A finished stage's artifact is reused when the run folder
+already holds it for the same configuration, and an interrupted fit resumes from its last checkpoint.
+``from_stage`` recomputes from the named stage on, reading the earlier stages' saved results from the
+run folder.
 """
 
 from __future__ import annotations
