@@ -1,7 +1,7 @@
 """Decimation to a face budget with fast-simplification (quadric error metrics with a flip check).
 
-The budget is a maximum: game and AR pipelines reject assets over it, so the target is lowered and the
-decimation rerun when the library lands above it. Opposite duplicate faces (zero-volume fins the edge
+The budget is a maximum: game and AR pipelines reject assets over it, so when the library lands above
+it the decimation is rerun, more aggressive and aiming lower. Opposite duplicate faces (zero-volume fins the edge
 collapses can leave) are removed afterwards.
 """
 
@@ -42,12 +42,15 @@ def simplify_mesh(verts: np.ndarray, faces: np.ndarray, max_faces: int,
     faces = np.asarray(faces, np.int64)
     if max_faces <= 0 or len(faces) <= max_faces:
         return compact(verts, faces)
-    target = max_faces
-    for _ in range(4):
-        v, f = fast_simplification.simplify(verts, faces, target_count=target, agg=aggressiveness)
+    # At low aggressiveness the library can stall above the target; each retry is more aggressive and
+    # aims lower by the overshoot.
+    target, agg = max_faces, aggressiveness
+    for _ in range(8):
+        v, f = fast_simplification.simplify(verts, faces, target_count=target, agg=agg)
         f = remove_duplicate_faces(np.asarray(f, np.int64))
         if len(f) <= max_faces:
             break
+        agg = min(agg + 2.0, 12.0)
         target = max(4, int(target * max_faces / len(f)) - 1)
     else:
         raise RuntimeError(f"fast-simplification did not reach {max_faces} faces (got {len(f)})")

@@ -54,7 +54,7 @@ def test_demo_runs_every_stage_and_lists_outputs(capsys, tmp_path: Path):
     printed = capsys.readouterr().out
     assert "Demo finished" in printed
     for name in ("config.yaml", "metrics.json", "orbit_summary.json", "transforms.json", "orbit.json",
-                 "previews/orbit_contact_sheet.png"):
+                 "previews/orbit_contact_sheet.png", "asset.glb", "previews/turntable.mp4"):
         assert (out / name).is_file(), name
         assert name.split("/")[-1] in printed
 
