@@ -368,3 +368,19 @@ def test_fit_writes_a_valid_glb_and_export_reexports(sphere_dir: Path, tmp_path:
     assert "not an orbitmesh run folder" in capsys.readouterr().err
     assert main(["export", str(run), "--texture-size", "300"]) == 2
     assert "export.texture_size: 300 is not a power of two" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_glb_matches_the_albedo_field_and_validates(tmp_path: Path):
+    """The issue's check on the demo: baked texture re-rendered >= 35 dB against the albedo field's renders."""
+    import json
+
+    from recon.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out)]) == 0
+    export = json.loads((out / "metrics.json").read_text())["export"]
+    assert export["psnr_vs_before_export"] >= 35.0 and export["faces"] <= 20_000
+    _validator()
+    issues = validate_glb(out / "asset.glb")["issues"]
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
