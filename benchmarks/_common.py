@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import platform
-import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from recon.eval.resources import peak_memory
+
+__all__ = ["best_of", "machine_info", "peak_memory", "print_table", "run_isolated", "write_json"]
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@contextmanager
-def peak_memory():
-    """Sample the process's resident memory every millisecond; yields a dict whose 'peak_mb' is the
-    peak above the level at entry once the block ends (Linux /proc; 0 elsewhere)."""
-    result = {"peak_mb": 0.0}
-    if not Path("/proc/self/statm").exists():
-        yield result
-        return
-    base = _rss_bytes()
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield result
-    finally:
-        stop.set()
-        thread.join()
-        peak[0] = max(peak[0], _rss_bytes())
-        result["peak_mb"] = (peak[0] - base) / 2**20
 
 
 def best_of(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:

@@ -154,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
     _common(p, config=False)
 
+    p = sub.add_parser("bench", help="GSO-style benchmark: render, reconstruct, score and report many objects "
+                                     "(ablation: visual hull, coarse, refine, full)")
+    from recon.eval.gso import add_arguments
+
+    add_arguments(p)
+    _common(p, config=False)
+
     p = sub.add_parser("config", help="print the resolved configuration with every field's documentation")
     _common(p)
     return parser
@@ -323,6 +330,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from recon.eval.gso import run_from_args
+
+    files = run_from_args(args)
+    print("benchmark finished. Reports:")
+    for role, path in files.items():
+        print(f"  {role:10s} {path}")
+    print(files["markdown"].read_text())
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from recon.config import config_to_yaml
 
@@ -339,6 +357,7 @@ COMMANDS = {
     "synth": cmd_synth,
     "render-orbit": cmd_render_orbit,
     "eval": cmd_eval,
+    "bench": cmd_bench,
     "config": cmd_config,
 }
 

@@ -50,14 +50,15 @@ def _marching_cubes(volume: np.ndarray, level: float, bound: float) -> tuple[np.
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
     spacing = 2 * bound / (volume.shape[0] - 1)
     verts = verts * spacing - bound
-    faces = faces.astype(np.int64)
-    # PyMCubes' winding depends on whether inside is above the level; make faces point outwards
-    # (positive signed volume).
+    # PyMCubes' winding depends on whether inside is above the level.
+    return verts, orient_outwards(verts, faces.astype(np.int64))
+
+
+def orient_outwards(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Faces [F, 3] wound so the mesh's signed volume is positive (normals point outwards)."""
     tri = verts[faces]
     signed = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0
-    if signed < 0:
-        faces = faces[:, [0, 2, 1]]
-    return verts, faces
+    return faces[:, [0, 2, 1]] if signed < 0 else faces
 
 
 def remove_small_components(verts: np.ndarray, faces: np.ndarray, min_frac: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,143 @@
+"""The GSO benchmark runner: finds objects, perturbs orbits as documented, scores every variant the way an
+independent scorer does, caches per (object, config), reports, and runs in processes or Ray tasks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from recon.eval.gso import BenchObject, BenchSettings, discover_objects, run_all, write_reports
+from recon.eval.realism import REALISM_LEVELS, Realism, perturb_images
+
+TINY = ["data.max_resolution=48", "export.faces=1500", "export.texture_size=128", "export.eval_views=0",
+        "export.turntable_frames=0"]
+
+
+def _scene_mesh(name: str, path: Path) -> Path:
+    from recon.data.synthetic import make_scene
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_scene(name).mesh(detail=4).export(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory) -> tuple[Path, BenchSettings, list[BenchObject], list[dict]]:
+    root = tmp_path_factory.mktemp("bench")
+    objects = [BenchObject("sphere", _scene_mesh("sphere", root / "src" / "sphere.ply")),
+               BenchObject("torus", _scene_mesh("torus", root / "src" / "torus.ply"))]
+    settings = BenchSettings(preset="tiny", overrides=TINY, size=48, realism="mild",
+                             variants=("visual-hull", "coarse", "full", "sds"), heldout_views=6, samples=20_000)
+    results = run_all(objects, settings, root / "out")
+    return root / "out", settings, objects, results
+
+
+def test_discovers_gso_roots_files_and_globs_and_picks_with_a_seed(tmp_path: Path):
+    root = tmp_path / "gso"
+    for name in ("mug", "shoe", "toy_car"):
+        model = root / name / "meshes" / "model.obj"
+        model.parent.mkdir(parents=True)
+        trimesh.creation.box().export(model)
+    (tmp_path / "loose").mkdir()
+    trimesh.creation.icosphere(1).export(tmp_path / "loose" / "ball.glb")
+    found = discover_objects([str(root), str(tmp_path / "loose" / "*.glb")])
+    assert [o.name for o in found] == ["ball", "mug", "shoe", "toy_car"]
+    assert discover_objects([str(root / "shoe")])[0].mesh == root / "shoe" / "meshes" / "model.obj"
+    pick = discover_objects([str(root)], count=2, seed=3)
+    assert pick == discover_objects([str(root)], count=2, seed=3) and len(pick) == 2
+    from recon.errors import InputError
+
+    with pytest.raises(InputError, match="matches no object"):
+        discover_objects([str(tmp_path / "nothing*.obj")])
+
+
+def test_realism_levels_perturb_within_their_documented_strengths():
+    rng = np.random.default_rng(0)
+    rgb = np.full((3, 32, 32, 3), 0.5, np.float32)
+    alpha = np.zeros((3, 32, 32), np.float32)
+    alpha[:, 8:24, 8:24] = 1
+    clean = perturb_images(rgb, alpha, Realism(), rng)
+    np.testing.assert_array_equal(clean, rgb)  # 'none' changes nothing
+    strong = perturb_images(rgb, alpha, REALISM_LEVELS["strong"], np.random.default_rng(0))
+    inside = strong[:, 12:20, 12:20]
+    # Per-view gains differ, within colour + exposure shift (and noise, blur, JPEG on top).
+    means = inside.mean(axis=(1, 2))
+    assert np.ptp(means[:, 0]) > 0.005 and np.abs(means - 0.5).max() < 0.5 * (0.10 + 0.05) + 0.03
+    np.testing.assert_array_equal(strong, perturb_images(rgb, alpha, REALISM_LEVELS["strong"],
+                                                         np.random.default_rng(0)))  # seeded
+
+
+def test_runner_scores_like_an_independent_scorer(bench_run):
+    out, _settings, objects, results = bench_run
+    from recon.eval.metrics import EvalConfig, evaluate_meshes
+    from recon.render.mesh import load_render_mesh
+
+    for obj, res in zip(objects, results, strict=True):
+        assert set(res["variants"]) == {"visual-hull", "coarse", "full", "sds"}
+        assert "skipped" in res["variants"]["sds"]
+        assert set(res["stages"]) == {"coarse", "refine", "export"}
+        assert all(s["seconds"] > 0 and s["peak_mb"] >= 0 for s in res["stages"].values())
+        glb = out / "objects" / obj.name / res["key"] / "run" / "asset.glb"
+        gt = load_render_mesh(obj.mesh).normalized()
+        mine = evaluate_meshes(load_render_mesh(glb), gt, EvalConfig(views=0, samples=20_000, seed=7))
+        full = res["variants"]["full"]
+        assert full["chamfer_area"] == pytest.approx(mine["chamfer_area"], rel=0.1)  # other samples
+        assert full["iou"] == pytest.approx(mine["iou"], abs=1e-9)
+        assert full["chamfer_vertex"] == pytest.approx(mine["chamfer_vertex"], rel=1e-9)
+        assert 10 < full["psnr"] < 60 and 0 < full["ssim"] <= 1
+        assert res["variants"]["coarse"]["seconds"] < full["seconds"]
+
+
+def test_results_are_cached_and_reports_written(bench_run, monkeypatch):
+    out, settings, objects, results = bench_run
+    import recon.pipeline
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a cached object was reconstructed again")
+
+    monkeypatch.setattr(recon.pipeline, "run", no_fit)
+    again = run_all(objects, settings, out)
+    assert again == results
+    files = write_reports(results, settings, out)
+    md = files["markdown"].read_text()
+    assert "| full | 2 |" in md and "0.024" in md and "0.689" in md and "skipped" in md
+    rows = files["csv"].read_text().splitlines()
+    assert len(rows) == 1 + 2 * 4
+    assert json.loads(files["json"].read_text())["results"][0]["object"] == "sphere"
+    assert files["plot"].stat().st_size > 1000
+    from PIL import Image
+
+    sheet = Image.open(results[0]["contact_sheet"])
+    assert sheet.size == (4 * 48, 4 * 48)  # truth, visual hull, coarse, full x 4 held-out views
+
+
+def test_bench_command_rejects_bad_variants(bench_run, capsys):
+    out, _settings, objects, _ = bench_run
+    from recon.cli import main
+
+    args = ["bench", *(str(o.mesh) for o in objects), "-o", str(out), "--preset", "tiny", "--size", "48",
+            "--realism", "mild", "--variants", "visual-hull,coarse,full,sds"]
+    for o in TINY:
+        args += ["--set", o]
+    assert main([*args, "--variants", "coarse,bogus"]) == 2
+    assert "--variants: bogus" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_local_processes_and_ray_give_the_cached_results(bench_run, tmp_path: Path):
+    out, settings, objects, results = bench_run
+    assert run_all(objects, settings, out, workers=2) == results
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        assert run_all(objects, settings, out, workers=2, ray_address="local") == results
+        fresh = run_all(objects[:1], BenchSettings(**{**settings.__dict__, "variants": ("coarse",)}), tmp_path,
+                        workers=2, ray_address="local")
+        assert fresh[0]["variants"]["coarse"]["iou"] > 0.5
+    finally:
+        ray.shutdown()
