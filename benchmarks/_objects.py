@@ -16,4 +16,4 @@ def perturbed_orbit(mesh_path: Path, out_dir: Path, size: int, jitter_deg: float
     written with the nominal cameras (no JPEG, no texture noise: bench_coarse's protocol)."""
     realism = Realism(pose_jitter_deg=jitter_deg, color_shift=color_shift, exposure_shift=color_shift / 2,
                       blur_px=blur_px)
-    return render_realistic_orbit(mesh_path, out_dir, size, realism, seed)
+    return render_realistic_orbit(mesh_path, out_dir, size, realism, seed, rgba=False)

@@ -78,9 +78,12 @@ def perturb_images(rgb: np.ndarray, alpha: np.ndarray, realism: Realism, rng: np
 
 
 def render_realistic_orbit(mesh_path: Path, out_dir: Path, size: int, realism: Realism, seed: int = 0,
-                           frames: int = 21, elevation: float = 10.0, dynamic_amplitude: float = 0.0) -> Path:
+                           frames: int = 21, elevation: float = 10.0, dynamic_amplitude: float = 0.0,
+                           rgba: bool = True) -> Path:
     """Render an SV3D orbit of the (normalised) mesh with ``realism``'s imperfections; write the nominal
-    cameras. Masks are the renders' coverage at the jittered poses (what background matting would give)."""
+    cameras. Frames are RGBA: alpha is the renders' coverage at the jittered poses (what background
+    matting of a generated view gives), so untextured white objects on white still have masks; with
+    ``rgba`` False, RGB on white (masks then come from the background colour, as for raw SV3D frames)."""
     from recon.data.cameras import orbit_cameras
     from recon.data.orbit import write_orbit
     from recon.data.synthetic import sv3d_orbit_angles
@@ -100,5 +103,5 @@ def render_realistic_orbit(mesh_path: Path, out_dir: Path, size: int, realism: R
     orbit = Orbit(images=torch.from_numpy(images), masks=alpha, cameras=nominal, elevations_deg=elev,
                   azimuths_deg=azim, radius=2.0, fov_deg=33.8, kind="synthetic", mask_source="alpha",
                   source=str(mesh_path))
-    write_orbit(orbit, out_dir, alpha=False, transforms=False)
+    write_orbit(orbit, out_dir, alpha=rgba, transforms=False)
     return out_dir
