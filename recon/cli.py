@@ -98,6 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
     _export_options(p)
     _common(p, config=False)
 
+    def _generation_options(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("generation (SV3D)")
+        g.add_argument("--model", default=None, help="SV3D_p in diffusers format: folder or hub id "
+                                                     "(shorthand for --set guidance.model=...)")
+        g.add_argument("--elevation", type=float, default=10.0, help="orbit elevation in degrees (default 10)")
+        g.add_argument("--dynamic", type=float, default=0.0, metavar="DEG",
+                       help="amplitude of a sinusoidal elevation (dynamic orbit); 0 = static")
+        g.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+        g.add_argument("--size", type=int, default=576, help="generated frame side (default 576, SV3D's)")
+
+    p = sub.add_parser("generate", help="image -> 21-view orbit folder with SV3D (ready for `fit`)")
+    p.add_argument("image", type=Path, help="input image (RGBA, or an object on a plain background)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="orbit folder to write")
+    _generation_options(p)
+    _common(p)
+
+    p = sub.add_parser("image-to-glb", help="image -> orbit (SV3D) -> fit with SDS -> asset.glb, in one command")
+    p.add_argument("image", type=Path, help="input image (RGBA, or an object on a plain background)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (orbit/ inside)")
+    _generation_options(p)
+    _export_options(p)
+    _common(p)
+
     p = sub.add_parser("orbit-info", help="print what was understood of an orbit; write a contact sheet")
     p.add_argument("path", type=Path, help="orbit folder, video, or transforms.json")
     p.add_argument("--sheet", type=Path, default=None,
@@ -170,6 +193,8 @@ def _load_cfg(args: argparse.Namespace):
     from recon.config import load_config
 
     overrides = list(args.overrides) + _export_overrides(args)
+    if getattr(args, "model", None):
+        overrides.append(f"guidance.model={args.model}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.device is not None:
@@ -241,6 +266,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     for role, path in files.items():
         print(f"  {role:22s} {path}")
     _report_export(metrics)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from recon.pipeline import generate_views
+
+    cfg = _load_cfg(args)
+    out = generate_views(cfg, args.image, args.out, args.steps, args.size, args.elevation, args.dynamic)
+    print(f"wrote 21 generated views of {args.image.name} ({args.size}x{args.size}), orbit.json and transforms.json "
+          f"to {out}; next: orbitmesh fit {out} -o OUT")
+    return 0
+
+
+def cmd_image_to_glb(args: argparse.Namespace) -> int:
+    from recon.pipeline import image_to_glb
+
+    cfg = _load_cfg(args)
+    result = image_to_glb(cfg, args.image, args.out, args.steps, args.size, args.elevation, args.dynamic)
+    print(f"image-to-glb finished: {args.out / 'asset.glb'}. Produced:")
+    _report(result)
     return 0
 
 
@@ -352,6 +397,8 @@ COMMANDS = {
     "demo": cmd_demo,
     "fit": cmd_fit,
     "export": cmd_export,
+    "generate": cmd_generate,
+    "image-to-glb": cmd_image_to_glb,
     "orbit-info": cmd_orbit_info,
     "convert": cmd_convert,
     "synth": cmd_synth,

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from exporters.config import ExportConfig
+from guidance.models import GuidanceConfig
 from recon.coarse.config import CoarseConfig, ExtractConfig
 from recon.errors import ConfigError
 from recon.refine.config import RefineConfig
@@ -67,6 +68,8 @@ class PipelineConfig:
     """Marching cubes to the coarse mesh."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     """DMTet refinement with SG lighting and an albedo field."""
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    """The diffusion model (SV3D) for soft-masked SDS during refinement and for image -> orbit."""
     export: ExportConfig = field(default_factory=ExportConfig)
     """Face budget, UV atlas, baked texture and the files written."""
 

@@ -196,6 +196,8 @@ def run_refine_stage(cfg: PipelineConfig, result: RunResult, force: bool = False
     out = result.out_dir
     assert result.coarse_mesh is not None
     key = _stage_key(cfg.seed, cfg.data, cfg.coarse, cfg.extract, cfg.refine)
+    if cfg.guidance.model:  # SDS changes the result; without a model the key stays what it was
+        key = _stage_key(key, cfg.guidance)
     if force:
         # --from-stage: the coarse mesh may have changed under the same configuration.
         key = _stage_key(key, hashlib_of(out / "coarse.ply"))
@@ -208,7 +210,17 @@ def run_refine_stage(cfg: PipelineConfig, result: RunResult, force: bool = False
     if asset is None:
         if force:
             train_ckpt.unlink(missing_ok=True)
-        asset = fit_refined(cfg.refine, result.orbit, result.coarse_mesh, seed=cfg.seed, checkpoint=train_ckpt)
+        hooks = []
+        if cfg.guidance.model:
+            from guidance.models import load_sv3d
+            from guidance.sds import MaskedSDS
+
+            models = load_sv3d(cfg.guidance, result.orbit.images.device)
+            hooks.append(MaskedSDS(cfg.guidance, models, result.orbit))
+            log.info("refine: soft-masked SDS with %s over the last %d steps", cfg.guidance.model,
+                     cfg.guidance.sds_ramp_steps)
+        asset = fit_refined(cfg.refine, result.orbit, result.coarse_mesh, seed=cfg.seed, checkpoint=train_ckpt,
+                            extra_losses=hooks)
         asset.save(final)
         train_ckpt.unlink(missing_ok=True)
     asset.mesh.save_ply(out / "refined.ply")
@@ -338,3 +350,34 @@ def export_run(run_dir: str | Path, overrides: list[str] | None = None, out_dir:
         chosen = load_saved_mesh(run / "coarse.ply", "coarse")
     files, metrics = run_export_stage(cfg, chosen, out)
     return files, metrics
+
+
+def generate_views(cfg: PipelineConfig, image_path: str | Path, orbit_dir: str | Path, steps: int = 50,
+                   size: int = 576, elevation_deg: float = 10.0, dynamic_amplitude_deg: float = 0.0,
+                   generator=None) -> Path:
+    """Image -> orbit folder: preprocess the image (object found by alpha or background, cropped, padded,
+    white), generate 21 views, write frames + orbit.json + transforms.json. ``generator`` is any
+    ``guidance.generate.ViewGenerator``; None loads SV3D from ``cfg.guidance.model``."""
+    from guidance.generate import SamplingConfig, SV3DGenerator, generate_orbit, preprocess_image
+    from guidance.models import load_sv3d
+
+    seed_everything(cfg.seed)
+    image = preprocess_image(image_path, size)  # a bad image fails before the model loads
+    if generator is None:
+        models = load_sv3d(cfg.guidance, resolve_device(cfg.device))
+        generator = SV3DGenerator(models, SamplingConfig(steps=steps, size=size, cond_aug=cfg.guidance.cond_aug))
+    return generate_orbit(generator, image, Path(orbit_dir), elevation_deg, dynamic_amplitude_deg, seed=cfg.seed)
+
+
+def image_to_glb(cfg: PipelineConfig, image_path: str | Path, out_dir: str | Path, steps: int = 50, size: int = 576,
+                 elevation_deg: float = 10.0, dynamic_amplitude_deg: float = 0.0, generator=None) -> RunResult:
+    """Generate an orbit of the image (``OUT/orbit``), then fit and export into ``OUT`` (asset.glb), with
+    soft-masked SDS during refinement when ``cfg.guidance.model`` is set. A rerun reuses the generated orbit."""
+    out = Path(out_dir)
+    orbit_dir = out / "orbit"
+    if not (orbit_dir / "orbit.json").is_file():
+        log.info("image-to-glb: generating 21 views of %s", Path(image_path).name)
+        generate_views(cfg, image_path, orbit_dir, steps, size, elevation_deg, dynamic_amplitude_deg, generator)
+    else:
+        log.info("image-to-glb: reusing the generated orbit in %s", orbit_dir)
+    return run(cfg, orbit_dir, out)
