@@ -141,3 +141,22 @@ def test_local_processes_and_ray_give_the_cached_results(bench_run, tmp_path: Pa
         assert fresh[0]["variants"]["coarse"]["iou"] > 0.5
     finally:
         ray.shutdown()
+
+
+def test_sds_variant_runs_with_a_model_and_reuses_the_coarse_stage(tmp_path: Path):
+    pytest.importorskip("diffusers")
+    from tests.test_guidance import build_tiny_sv3d
+
+    model = build_tiny_sv3d(tmp_path / "sv3d")
+    obj = BenchObject("sphere", _scene_mesh("sphere", tmp_path / "src" / "sphere.ply"))
+    overrides = [*TINY, "guidance.sds_resolution=48", "guidance.sds_ramp_steps=4"]
+    settings = BenchSettings(preset="tiny", overrides=overrides, size=48, variants=("coarse", "full", "sds"),
+                             heldout_views=4, samples=5000, sds_model=str(model))
+    res = run_all([obj], settings, tmp_path / "out")[0]
+    sds, full = res["variants"]["sds"], res["variants"]["full"]
+    assert "skipped" not in sds and 0 < sds["iou"] <= 1 and np.isfinite(sds["psnr"])
+    assert sds["chamfer_area"] != full["chamfer_area"]  # SDS changed the refinement
+    run_sds = tmp_path / "out" / "objects" / "sphere" / res["key"] / "run_sds"
+    assert (run_sds / "asset.glb").is_file()
+    assert sorted(p.name for p in (run_sds / "checkpoints").glob("coarse_field_*.pt")) == sorted(
+        p.name for p in (run_sds.parent / "run" / "checkpoints").glob("coarse_field_*.pt"))
