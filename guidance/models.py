@@ -1,14 +1,17 @@
 """Loading SV3D (diffusers format) from a hub id or a local folder, and encoding its conditioning.
 
 The folder (or hub repository) holds the usual diffusers layout: ``unet/`` (an SV3D_p UNet: SVD's
-architecture with ``projection_class_embeddings_input_dim = 1280``), ``vae/``
-(``AutoencoderKLTemporalDecoder``), ``image_encoder/`` (``CLIPVisionModelWithProjection``),
-``feature_extractor/`` (``CLIPImageProcessor``) and ``scheduler/`` (``EulerDiscreteScheduler``). Nothing is
-downloaded unless a hub id is given and the files are not in the local cache.
+architecture with ``projection_class_embeddings_input_dim = 1280``), ``vae/`` (``AutoencoderKL``, as the
+published SV3D_p conversion has it, or SVD's ``AutoencoderKLTemporalDecoder``), ``image_encoder/``
+(``CLIPVisionModelWithProjection``), ``feature_extractor/`` (``CLIPImageProcessor``) and ``scheduler/``
+(``EulerDiscreteScheduler``). Nothing is downloaded unless a hub id is given and the files are not in the
+local cache.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +110,9 @@ class SV3DModels:
     def decode(self, latents: Tensor, chunk: int = 14) -> Tensor:
         """[F, H, W, 3] images in [0, 1] from [F, C, h, w] scaled latents (temporal decoder, in chunks)."""
         z = latents.to(self.device, self.dtype) / self.vae.config.scaling_factor
-        out = [self.vae.decode(z[i:i + chunk], num_frames=len(z[i:i + chunk])).sample for i in range(0, len(z), chunk)]
+        temporal = "num_frames" in inspect.signature(self.vae.decode).parameters
+        out = [self.vae.decode(z[i:i + chunk], **({"num_frames": len(z[i:i + chunk])} if temporal else {})).sample
+               for i in range(0, len(z), chunk)]
         return ((torch.cat(out).float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()
 
 
@@ -124,7 +129,7 @@ def load_sv3d(cfg: GuidanceConfig, device: str | torch.device = "cpu") -> SV3DMo
         ModelNotFoundError: no model configured, or the folder/hub id holds no loadable SV3D; the message
             says where to get the weights, where to put them, and their licence.
     """
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     from guidance.unet import SV3DUNet
@@ -141,7 +146,9 @@ def load_sv3d(cfg: GuidanceConfig, device: str | torch.device = "cpu") -> SV3DMo
         source = str(local)
     try:
         unet = SV3DUNet.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKLTemporalDecoder.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
+        vae_class = AutoencoderKLTemporalDecoder if _vae_class_name(source) == "AutoencoderKLTemporalDecoder" \
+            else AutoencoderKL
+        vae = vae_class.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
         image_encoder = CLIPVisionModelWithProjection.from_pretrained(source, subfolder="image_encoder",
                                                                       torch_dtype=dtype)
         feature_extractor = CLIPImageProcessor.from_pretrained(source, subfolder="feature_extractor")
@@ -168,6 +175,16 @@ def load_sv3d(cfg: GuidanceConfig, device: str | torch.device = "cpu") -> SV3DMo
             m.to(device)
     log.info("loaded SV3D from %s (%s, %s)", source, device, str(dtype).replace("torch.", ""))
     return SV3DModels(unet, vae, image_encoder, feature_extractor, scheduler, device, dtype)
+
+
+def _vae_class_name(source: str) -> str:
+    """The ``_class_name`` in ``vae/config.json`` of a local folder or (cached/downloaded) hub repository."""
+    local = Path(source) / "vae" / "config.json"
+    if not local.is_file():
+        from huggingface_hub import hf_hub_download
+
+        local = Path(hf_hub_download(source, "vae/config.json"))
+    return str(json.loads(local.read_text()).get("_class_name", "AutoencoderKL"))
 
 
 def camera_ids(elevations_deg: Tensor, azimuths_deg: Tensor, cond_aug: float) -> Tensor:

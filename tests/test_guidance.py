@@ -18,9 +18,10 @@ from guidance.sds import MaskedSDS, denoise, sds_loss, visibility_weight
 FRAMES = 21
 
 
-def build_tiny_sv3d(folder: Path) -> Path:
-    """A random SV3D_p-shaped model (same classes and layout as the real one, tiny sizes), saved."""
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
+def build_tiny_sv3d(folder: Path, temporal_vae: bool = True) -> Path:
+    """A random SV3D_p-shaped model (same classes and layout as the real one, tiny sizes), saved. The VAE is
+    SVD's temporal-decoder one, or the image ``AutoencoderKL`` the published SV3D_p conversion uses."""
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from guidance.unet import SV3DUNet
@@ -32,8 +33,13 @@ def build_tiny_sv3d(folder: Path) -> Path:
              block_out_channels=(32, 64), addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 + 2 * 16,
              layers_per_block=1, cross_attention_dim=32, transformer_layers_per_block=1, num_attention_heads=(2, 4),
              num_frames=FRAMES).save_pretrained(folder / "unet")
-    AutoencoderKLTemporalDecoder(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
-                                 latent_channels=4, layers_per_block=1).save_pretrained(folder / "vae")
+    if temporal_vae:
+        vae = AutoencoderKLTemporalDecoder(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                                           latent_channels=4, layers_per_block=1)
+    else:
+        vae = AutoencoderKL(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1)
+    vae.save_pretrained(folder / "vae")
     CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
                                                    num_attention_heads=2, image_size=32, patch_size=16,
                                                    projection_dim=32)).save_pretrained(folder / "image_encoder")
@@ -62,6 +68,18 @@ def test_loader_explains_missing_weights(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFoundError, match="not an SV3D folder"):
         load_sv3d(GuidanceConfig(model=str(tmp_path / "empty")))
+
+
+def test_the_image_vae_of_the_published_conversion_loads_too(tmp_path: Path):
+    from diffusers import AutoencoderKL
+
+    from guidance.generate import SamplingConfig, SV3DGenerator
+
+    models = load_sv3d(GuidanceConfig(model=str(build_tiny_sv3d(tmp_path / "m", temporal_vae=False))))
+    assert type(models.vae) is AutoencoderKL
+    views = SV3DGenerator(models, SamplingConfig(steps=2, size=32)).generate(
+        torch.ones(32, 32, 3), torch.full((FRAMES,), 10.0), torch.arange(FRAMES) * 360.0 / FRAMES, progress=False)
+    assert views.shape == (FRAMES, 32, 32, 3) and torch.isfinite(views).all()
 
 
 def test_camera_conditioning_changes_the_unet_output(models: SV3DModels):
