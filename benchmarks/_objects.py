@@ -7,7 +7,18 @@ from pathlib import Path
 from recon.eval.objects import object_mesh
 from recon.eval.realism import Realism, render_realistic_orbit
 
-__all__ = ["object_mesh", "perturbed_orbit"]
+__all__ = ["object_mesh", "object_orbit", "perturbed_orbit"]
+
+
+def object_orbit(name: str, work: Path, size: int) -> Path:
+    """``work/orbit``: the object's SV3D static orbit at ``size``² with ``ground_truth.glb`` (rendered once,
+    reused when already there)."""
+    from recon.render.orbit import render_mesh_orbit
+
+    orbit_dir = work / "orbit"
+    if not (orbit_dir / "ground_truth.glb").is_file():
+        render_mesh_orbit(object_mesh(name, work / "src"), orbit_dir, size=size, supersample=2)
+    return orbit_dir
 
 
 def perturbed_orbit(mesh_path: Path, out_dir: Path, size: int, jitter_deg: float, color_shift: float,

@@ -35,7 +35,7 @@ import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
 from _common import machine_info, peak_memory, print_table, run_isolated, write_json
-from _objects import object_mesh
+from _objects import object_orbit
 
 DEFAULT_OBJECTS = ["demo", "torus", "duck"]
 
@@ -73,14 +73,10 @@ def run_object(name: str, preset: str, overrides: list[str], size: int, work: Pa
     from recon.pipeline import run
     from recon.refine.render import render_asset
     from recon.render.mesh import load_render_mesh
-    from recon.render.orbit import render_mesh_orbit
     from recon.render.views import render_views
 
     cfg = load_config(preset, overrides)
-    mesh_path = object_mesh(name, work / "src")
-    orbit_dir = work / "orbit"
-    if not (orbit_dir / "ground_truth.glb").is_file():
-        render_mesh_orbit(mesh_path, orbit_dir, size=size, supersample=2)
+    orbit_dir = object_orbit(name, work, size)
     result = run(cfg, orbit_dir, work / "run", until="refine")
     asset = result.refined
     glb = work / "asset.glb"

@@ -30,7 +30,7 @@ import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
 from _common import machine_info, peak_memory, print_table, run_isolated, write_json
-from _objects import object_mesh
+from _objects import object_orbit
 
 DEFAULT_OBJECTS = ["sphere", "torus", "union", "demo", "duck", "bunny"]
 
@@ -55,14 +55,10 @@ def run_object(name: str, preset: str, overrides: list[str], size: int, work: Pa
     from recon.previews import vertex_colored
     from recon.refine.render import render_asset
     from recon.render.mesh import from_trimesh, load_render_mesh
-    from recon.render.orbit import render_mesh_orbit
     from recon.render.views import render_views
 
     cfg = load_config(preset, overrides)
-    mesh_path = object_mesh(name, work / "src")
-    orbit_dir = work / "orbit"
-    if not (orbit_dir / "ground_truth.glb").is_file():
-        render_mesh_orbit(mesh_path, orbit_dir, size=size, supersample=2)
+    orbit_dir = object_orbit(name, work, size)
     gt = load_render_mesh(orbit_dir / "ground_truth.glb")
     run(cfg, orbit_dir, work / "run", until="coarse")  # reused when the run folder already has it
     start = time.perf_counter()
