@@ -160,3 +160,11 @@ def test_sds_variant_runs_with_a_model_and_reuses_the_coarse_stage(tmp_path: Pat
     assert (run_sds / "asset.glb").is_file()
     assert sorted(p.name for p in (run_sds / "checkpoints").glob("coarse_field_*.pt")) == sorted(
         p.name for p in (run_sds.parent / "run" / "checkpoints").glob("coarse_field_*.pt"))
+
+
+def test_every_offline_name_resolves_without_downloads(tmp_path: Path):
+    from recon.eval.objects import ANALYTIC, object_mesh
+
+    assert object_mesh("demo", tmp_path).is_file()
+    for name in ANALYTIC:
+        assert object_mesh(name, tmp_path).is_file()

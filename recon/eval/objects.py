@@ -43,7 +43,7 @@ OFFLINE_OBJECTS = ("demo", *ANALYTIC, *WHEEL_FILES)
 def object_mesh(name: str, workdir: Path) -> Path:
     """Path to a mesh file for benchmark object ``name`` (analytic scenes are exported as PLY)."""
     if name == "demo":
-        return Path(__file__).resolve().parent.parent / "recon" / "assets" / "demo_object.glb"
+        return Path(__file__).resolve().parents[1] / "assets" / "demo_object.glb"
     if name in ANALYTIC:
         from recon.data.synthetic import make_scene
 

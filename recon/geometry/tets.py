@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -131,50 +131,67 @@ def _crossing_vertices(positions: Tensor, sdf: Tensor, edges: Tensor) -> Tensor:
     return (pa * sb[:, None] - pb * sa[:, None]) / (sb - sa)[:, None]
 
 
-def _march(positions: Tensor, sdf: Tensor, tets: Tensor, edges: Tensor, tet_edges: Tensor
-           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _march_topology(inside: Tensor, tets: Tensor, edges: Tensor, tet_edges: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The combinatorial part of marching tetrahedra, which depends only on the inside/outside pattern.
+
+    Returns:
+        faces [F, 3] int64 (indices into the crossing vertices, not yet oriented), face_tet [F] int64
+        (index into ``tets``), vert_edge [V] (index into ``edges`` of each crossing vertex).
+    """
+    device = inside.device
+    weights = torch.tensor([1, 2, 4, 8], device=device)
+    code = (inside[tets].long() * weights).sum(-1)
+    count = torch.as_tensor(TRIANGLE_COUNT, device=device)[code]
+    crossing = inside[edges[:, 0]] != inside[edges[:, 1]]
+    vert_edge = crossing.nonzero()[:, 0]
+    edge_to_vert = torch.full((edges.shape[0],), -1, dtype=torch.long, device=device)
+    edge_to_vert[vert_edge] = torch.arange(vert_edge.shape[0], device=device)
+    table = torch.as_tensor(TRIANGLE_TABLE, device=device)
+    tri_parts, tet_parts = [], []
+    for slot in range(2):
+        sel = (count > slot).nonzero()[:, 0]
+        local = table[code[sel], slot]  # [S, 3]
+        tri_parts.append(edge_to_vert[torch.gather(tet_edges[sel], 1, local)])
+        tet_parts.append(sel)
+    return torch.cat(tri_parts), torch.cat(tet_parts), vert_edge
+
+
+def _orient(faces: Tensor, face_tet: Tensor, verts: Tensor, positions: Tensor, inside: Tensor, tets: Tensor) -> Tensor:
+    """Each triangle wound so its normal points from its tet's inside vertices to its outside ones."""
+    if faces.shape[0] == 0:
+        return faces
+    t = tets[face_tet]
+    w = inside[t].float()
+    p = positions[t]
+    n_in = w.sum(1, keepdim=True).clamp(min=1)
+    n_out = (1 - w).sum(1, keepdim=True).clamp(min=1)
+    outward = (p * (1 - w)[..., None]).sum(1) / n_out - (p * w[..., None]).sum(1) / n_in
+    normal = torch.linalg.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]],
+                                dim=-1)
+    flip = (normal * outward).sum(-1) < 0
+    return torch.where(flip[:, None], faces[:, [0, 2, 1]], faces)
+
+
+def _march(positions: Tensor, sdf: Tensor, tets: Tensor, edges: Tensor, tet_edges: Tensor,
+           topology: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Core of marching tetrahedra over tets whose edges are known.
 
     Args:
         positions: [N, 3]; sdf: [N]; tets: [T, 4] indices into positions;
         edges: [E, 2] unique edges; tet_edges: [T, 6] index into ``edges`` of each tet's TET_EDGES.
+        topology: ``_march_topology``'s result for this sdf's sign pattern, when the caller has it.
     Returns:
         verts [V, 3], faces [F, 3] int64, face_tet [F] int64 (index into ``tets``), vert_edge [V] (index
         into ``edges`` of each output vertex).
     """
-    device = positions.device
     with torch.no_grad():
         inside = sdf > 0
-        weights = torch.tensor([1, 2, 4, 8], device=device)
-        code = (inside[tets].long() * weights).sum(-1)
-        count = torch.as_tensor(TRIANGLE_COUNT, device=device)[code]
-        crossing = inside[edges[:, 0]] != inside[edges[:, 1]]
-        vert_edge = crossing.nonzero()[:, 0]
-        edge_to_vert = torch.full((edges.shape[0],), -1, dtype=torch.long, device=device)
-        edge_to_vert[vert_edge] = torch.arange(vert_edge.shape[0], device=device)
-        table = torch.as_tensor(TRIANGLE_TABLE, device=device)
-        tri_parts, tet_parts = [], []
-        for slot in range(2):
-            sel = (count > slot).nonzero()[:, 0]
-            local = table[code[sel], slot]  # [S, 3]
-            tri_parts.append(edge_to_vert[torch.gather(tet_edges[sel], 1, local)])
-            tet_parts.append(sel)
-        faces = torch.cat(tri_parts)
-        face_tet = torch.cat(tet_parts)
+        if topology is None:
+            topology = _march_topology(inside, tets, edges, tet_edges)
+        faces, face_tet, vert_edge = topology
     verts = _crossing_vertices(positions, sdf, edges[vert_edge])
     with torch.no_grad():
-        if faces.shape[0]:
-            # Orient each triangle so its normal points from the tet's inside vertices to its outside ones.
-            t = tets[face_tet]
-            w = inside[t].float()
-            p = positions[t]
-            n_in = w.sum(1, keepdim=True).clamp(min=1)
-            n_out = (1 - w).sum(1, keepdim=True).clamp(min=1)
-            outward = (p * (1 - w)[..., None]).sum(1) / n_out - (p * w[..., None]).sum(1) / n_in
-            v = verts.detach()
-            normal = torch.linalg.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]], dim=-1)
-            flip = (normal * outward).sum(-1) < 0
-            faces = torch.where(flip[:, None], faces[:, [0, 2, 1]], faces)
+        faces = _orient(faces, face_tet, verts.detach(), positions.detach(), inside, tets)
     return verts, faces, face_tet, vert_edge
 
 
@@ -243,6 +260,8 @@ class TetBand:
     tets: Tensor
     edges: Tensor
     tet_edges: Tensor
+    _topology_cache: tuple[Tensor, tuple[Tensor, Tensor, Tensor]] | None = field(default=None, repr=False,
+                                                                                 compare=False)
 
     @property
     def fraction(self) -> float:
@@ -255,7 +274,16 @@ class TetBand:
         Args:
             positions: [Vb, 3] positions of the band's vertices; sdf: [Vb] (inside where > 0).
         """
-        verts, faces, _, vert_edge = _march(positions, sdf, self.tets, self.edges, self.tet_edges)
+        with torch.no_grad():
+            inside = sdf > 0
+            cached = self._topology_cache
+            if cached is not None and cached[0].shape == inside.shape and torch.equal(cached[0], inside):
+                topology = cached[1]
+            else:
+                # The sign pattern changes on few steps once the surface settles: reuse its topology.
+                topology = _march_topology(inside, self.tets, self.edges, self.tet_edges)
+                self._topology_cache = (inside, topology)
+        verts, faces, _, vert_edge = _march(positions, sdf, self.tets, self.edges, self.tet_edges, topology)
         return verts, faces, vert_edge
 
 
