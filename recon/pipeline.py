@@ -122,17 +122,25 @@ def run(cfg: PipelineConfig, orbit_path: str | Path, out_dir: str | Path, until:
     def forced(stage: str) -> bool:
         return from_stage is not None and STAGES.index(stage) >= STAGES.index(from_stage)
 
+    from recon.eval.resources import peak_memory
+
+    # Wall time and peak resident memory (growth over the stage's start) of each stage, in metrics.json.
+    resources: dict[str, dict[str, float]] = {}
+    metrics["resources"] = resources
     if wanted("coarse"):
-        if from_stage is not None and not forced("coarse"):
-            result.coarse_mesh = load_saved_mesh(out / "coarse.ply", "coarse")
-        else:
-            run_coarse_stage(cfg, result)
+        with peak_memory(0.005) as resources["coarse"]:
+            if from_stage is not None and not forced("coarse"):
+                result.coarse_mesh = load_saved_mesh(out / "coarse.ply", "coarse")
+            else:
+                run_coarse_stage(cfg, result)
     if wanted("refine"):
-        run_refine_stage(cfg, result, force=forced("refine"))
+        with peak_memory(0.005) as resources["refine"]:
+            run_refine_stage(cfg, result, force=forced("refine"))
     if wanted("export"):
         source = result.refined if result.refined is not None else result.coarse_mesh
         assert source is not None
-        files_out, export_metrics = run_export_stage(cfg, source, out)
+        with peak_memory(0.005) as resources["export"]:
+            files_out, export_metrics = run_export_stage(cfg, source, out)
         files.update(files_out)
         metrics["export"] = export_metrics
 
@@ -166,7 +174,21 @@ def run_coarse_stage(cfg: PipelineConfig, result: RunResult) -> None:
             field = saved
     if field is None:
         field = fit_coarse_field(cfg.coarse, result.orbit, seed=cfg.seed, checkpoint=ckpt)
-    mesh, stats = extract_mesh(cfg.extract, field, result.orbit.to("cpu"))
+    # The extracted mesh is kept beside the field under a key that also covers the extraction settings,
+    # so a rerun (a later --until, the benchmark's stage-by-stage runs) does not extract it again.
+    mesh_key = _stage_key(key, cfg.extract, hashlib_of(ckpt) if ckpt.is_file() else "unsaved")
+    saved_mesh, saved_stats = out / "checkpoints" / f"coarse_mesh_{mesh_key}.ply", \
+        out / "checkpoints" / f"coarse_mesh_{mesh_key}.json"
+    if saved_mesh.is_file() and saved_stats.is_file():
+        import json
+
+        mesh, stats = Mesh.load(saved_mesh), json.loads(saved_stats.read_text())
+        log.info("reusing the coarse mesh in %s", saved_mesh)
+    else:
+        mesh, stats = extract_mesh(cfg.extract, field, result.orbit.to("cpu"))
+        mesh.save_ply(saved_mesh)
+        write_json(saved_stats, stats)
+        mesh = Mesh.load(saved_mesh)  # 8-bit colours, as every later run will read it
     mesh.save_ply(out / "coarse.ply")
     result.coarse_field, result.coarse_mesh = field, mesh
     result.files["coarse_checkpoint"] = ckpt

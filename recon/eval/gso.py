@@ -98,7 +98,10 @@ class BenchSettings:
     def pipeline_config(self):
         from recon.config import load_config
 
-        return load_config(self.preset, [*self.overrides, f"seed={self.seed}", "guidance.model="])
+        # The run's own export previews (turntable, before/after renders) are not needed: scoring renders.
+        # SDS only in the 'sds' variant (``sds_model``), never in the base run.
+        quiet = ["export.turntable_frames=0", "export.eval_views=0"]
+        return load_config(self.preset, [*quiet, *self.overrides, f"seed={self.seed}", "guidance.model="])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,9 +195,10 @@ def _visual_hull_mesh(orbit, res: int = 128):
     return Mesh(torch.tensor(verts, dtype=torch.float32), torch.tensor(faces.astype(np.int64)), colors)
 
 
-def _score(pred, gt, heldout_truth, cams, settings: BenchSettings, images=None) -> tuple[dict, object]:
-    """Geometry metrics (both normalised) and 2D metrics (world frame) of a RenderMesh ``pred``; ``images``
-    replaces its renders (for the albedo field)."""
+def _score(pred, gt, heldout_truth, cams, settings: BenchSettings, images=None,
+           textured: bool = True) -> tuple[dict, object]:
+    """Geometry metrics (both normalised) and 2D metrics (world frame; None for an untextured object) of a
+    RenderMesh ``pred``; ``images`` replaces its renders (for the albedo field)."""
     import torch
 
     from recon.eval.metrics import EvalConfig, evaluate_meshes, psnr, ssim
@@ -204,8 +208,8 @@ def _score(pred, gt, heldout_truth, cams, settings: BenchSettings, images=None) 
     if images is None:
         with torch.no_grad():
             images, _ = render_views(pred, cams, supersample=2)
-    metrics["psnr"] = psnr(images, heldout_truth)
-    metrics["ssim"] = ssim(images, heldout_truth)
+    metrics["psnr"] = psnr(images, heldout_truth) if textured else None
+    metrics["ssim"] = ssim(images, heldout_truth) if textured else None
     return metrics, images
 
 
@@ -237,7 +241,10 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
     gt = load_render_mesh(obj.mesh).normalized()
     cams = heldout_cameras(EvalConfig(views=settings.heldout_views, view_size=settings.size))
     with torch.no_grad():
-        truth, _ = render_views(gt, cams, supersample=2)
+        truth, truth_alpha = render_views(gt, cams, supersample=2)
+    # An untextured object renders white on white: PSNR/SSIM say nothing there (and run to infinity).
+    solid = truth_alpha > 0.99
+    textured = bool(solid.any()) and float(truth[solid].std(dim=0).max()) > 0.01
 
     variants: dict[str, dict] = {}
     stages: dict[str, dict] = {}
@@ -248,42 +255,43 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
         with peak_memory() as mem:
             hull = _visual_hull_mesh(load_orbit(orbit_dir, cfg.data))
         seconds = time.perf_counter() - start
-        m, renders["visual-hull"] = _score(vertex_colored(hull, hull.colors), gt, truth, cams, settings)
+        m, renders["visual-hull"] = _score(vertex_colored(hull, hull.colors), gt, truth, cams, settings,
+                                           textured=textured)
         variants["visual-hull"] = {**m, "seconds": seconds, "peak_mb": mem["peak_mb"]}
-    last = "export" if "full" in wanted else "refine" if wanted & {"refine"} else "coarse" if "coarse" in wanted \
+    last = "export" if "full" in wanted else "refine" if "refine" in wanted else "coarse" if "coarse" in wanted \
         else None
     result = None
+    order = ("coarse", "refine", "export")
     if last is not None:
         run_dir = work / "run"
-        for stage in ("coarse", "refine", "export")[: ("coarse", "refine", "export").index(last) + 1]:
-            start = time.perf_counter()
-            with peak_memory() as mem:
-                result = run(cfg, orbit_dir, run_dir, until=stage)
-            wall = time.perf_counter() - start
+        result = run(cfg, orbit_dir, run_dir, until=last)
+        for stage, res in result.metrics["resources"].items():
             own = result.metrics.get(stage, {})
-            stage_seconds = wall if stage == "coarse" else float(own.get("seconds", wall)) + float(
-                own.get("init_seconds", 0.0))
-            stages[stage] = {"seconds": stage_seconds, "wall_seconds": wall, "peak_mb": mem["peak_mb"]}
-    assert result is not None or last is None
+            # The stage's own compute time when it reports one (a reused artifact reports the run that made
+            # it); its wall time in this process otherwise.
+            seconds = float(own.get("seconds", res["seconds"])) + float(own.get("init_seconds", 0.0))
+            stages[stage] = {"seconds": seconds if stage != "coarse" else res["seconds"],
+                             "wall_seconds": res["seconds"], "peak_mb": res["peak_mb"]}
     elapsed = 0.0
     for variant, stage in (("coarse", "coarse"), ("refine", "refine"), ("full", "export")):
         if stage in stages:
             elapsed += stages[stage]["seconds"]
         if variant not in wanted or result is None:
             continue
-        peak = max(stages[s]["peak_mb"] for s in stages if ("coarse", "refine", "export").index(s)
-                   <= ("coarse", "refine", "export").index(stage))
+        peak = max(stages[s]["peak_mb"] for s in stages if order.index(s) <= order.index(stage))
         if variant == "coarse":
             mesh = result.coarse_mesh
-            m, renders[variant] = _score(vertex_colored(mesh, mesh.colors), gt, truth, cams, settings)
+            m, renders[variant] = _score(vertex_colored(mesh, mesh.colors), gt, truth, cams, settings,
+                                         textured=textured)
         elif variant == "refine":
             asset = result.refined
             with torch.no_grad():
                 images = render_asset(asset, cams, shaded=False)["rgb"]
             m, renders[variant] = _score(vertex_colored(asset.mesh, asset.mesh.colors), gt, truth, cams, settings,
-                                         images)
+                                         images, textured)
         else:
-            m, renders[variant] = _score(load_render_mesh(run_dir / "asset.glb"), gt, truth, cams, settings)
+            m, renders[variant] = _score(load_render_mesh(run_dir / "asset.glb"), gt, truth, cams, settings,
+                                         textured=textured)
         variants[variant] = {**m, "seconds": elapsed, "peak_mb": peak}
     if "sds" in wanted and not settings.sds_model:
         variants["sds"] = {"skipped": "no SV3D model given (--sds-model)"}
@@ -303,7 +311,8 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
         seconds = stages.get("coarse", {}).get("seconds", 0.0) + sum(
             float(sds_result.metrics[s].get("seconds", 0.0)) + float(sds_result.metrics[s].get("init_seconds", 0.0))
             for s in ("refine", "export"))
-        m, renders["sds"] = _score(load_render_mesh(sds_dir / "asset.glb"), gt, truth, cams, settings)
+        m, renders["sds"] = _score(load_render_mesh(sds_dir / "asset.glb"), gt, truth, cams, settings,
+                                   textured=textured)
         variants["sds"] = {**m, "seconds": seconds, "peak_mb": mem["peak_mb"]}
 
     # Contact sheet: ground truth, then each variant, on four held-out views.
@@ -311,9 +320,9 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
     rows = [torch.cat([truth[i] for i in views], dim=1)]
     rows += [torch.cat([renders[v][i] for i in views], dim=1) for v in VARIANTS if v in renders]
     sheet = write_png(work / "contact_sheet.png", torch.cat(rows, dim=0).clamp(0, 1).numpy())
-    out = {"object": obj.name, "mesh": str(obj.mesh), "key": key, "settings": asdict(settings), "stages": stages,
-           "variants": variants, "contact_sheet": str(sheet), "row_order": ["truth", *[v for v in VARIANTS
-                                                                                        if v in renders]]}
+    out = {"object": obj.name, "mesh": str(obj.mesh), "key": key, "textured": textured,
+           "settings": asdict(settings), "stages": stages, "variants": variants, "contact_sheet": str(sheet),
+           "row_order": ["truth", *[v for v in VARIANTS if v in renders]]}
     write_json(result_path, out)
     return json.loads(result_path.read_text())  # the same form a cached rerun returns
 
@@ -421,14 +430,19 @@ def write_reports(results: list[dict], settings: BenchSettings, out_root: Path) 
                      f"{col('seconds', statistics.mean)} | {col('peak_mb', statistics.mean)} |")
     for label, cd, iou in SV3D_GSO:
         lines.append(f"| {label} | GSO | {cd} | | {iou} | | | | | | |")
+    untextured = [r["object"] for r in results if not r.get("textured", True)]
+    if untextured:
+        lines += ["", f"PSNR/SSIM are over textured objects only: {', '.join(untextured)} render white on white."]
     lines += ["", PROTOCOL_NOTE, "", "Per object:", "",
               "| object | variant | Chamfer | IoU | F@0.02 | PSNR | SSIM | time (s) |",
               "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if "skipped" in row:
             continue
+        p2d = "–" if row["psnr"] is None else f"{row['psnr']:.2f}"
+        s2d = "–" if row["ssim"] is None else f"{row['ssim']:.3f}"
         lines.append(f"| {row['object']} | {row['variant']} | {row['chamfer_area']:.4f} | {row['iou']:.3f} | "
-                     f"{row['fscore@0.02']:.3f} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['seconds']:.1f} |")
+                     f"{row['fscore@0.02']:.3f} | {p2d} | {s2d} | {row['seconds']:.1f} |")
     lines += ["", "Contact sheets (columns: held-out views; rows as listed):", ""]
     lines += [f"- {r['object']} ({', '.join(r['row_order'])}): `{r['contact_sheet']}`" for r in results]
     files["markdown"] = write_text(report_dir / "report.md", "\n".join(lines) + "\n")
@@ -450,9 +464,9 @@ def summary_plot(rows: list[dict], path: Path) -> Path:
         vals = [r for r in rows if r["variant"] == variant and "skipped" not in r]
         if not vals:
             continue
-        t = [r["seconds"] for r in vals]
-        axes[0].scatter(t, [r["chamfer_area"] for r in vals], label=variant)
-        axes[1].scatter(t, [r["psnr"] for r in vals], label=variant)
+        axes[0].scatter([r["seconds"] for r in vals], [r["chamfer_area"] for r in vals], label=variant)
+        with_2d = [r for r in vals if r["psnr"] is not None]
+        axes[1].scatter([r["seconds"] for r in with_2d], [r["psnr"] for r in with_2d], label=variant)
     axes[0].set(xlabel="time (s)", ylabel="Chamfer (area, lower is better)", xscale="symlog")
     axes[1].set(xlabel="time (s)", ylabel="PSNR held-out (dB)", xscale="symlog")
     axes[0].legend()

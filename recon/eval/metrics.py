@@ -86,9 +86,10 @@ def normalize_vertices(verts: np.ndarray) -> np.ndarray:
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
-    """PSNR in dB of images in [0, 1] (over all pixels and channels)."""
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+    """PSNR in dB of images in [0, 1] (over all pixels and channels); identical images give 100 dB, not
+    infinity (means and JSON stay finite)."""
+    mse = max(float(((a - b) ** 2).mean()), 1e-10)
+    return 10 * math.log10(1.0 / mse)
 
 
 def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> float:

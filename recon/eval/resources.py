@@ -16,12 +16,15 @@ def _rss_bytes() -> int:
 
 
 @contextmanager
-def peak_memory() -> Iterator[dict[str, float]]:
-    """Sample the process's resident memory every millisecond; yields a dict whose 'peak_mb' is the
-    peak above the level at entry once the block ends (Linux /proc; 0 elsewhere)."""
-    result = {"peak_mb": 0.0}
+def peak_memory(interval_s: float = 0.001) -> Iterator[dict[str, float]]:
+    """Sample the process's resident memory every ``interval_s``; yields a dict whose 'peak_mb' is the
+    peak above the level at entry and 'seconds' the block's wall time, once the block ends (Linux /proc;
+    peak 0 elsewhere)."""
+    result = {"peak_mb": 0.0, "seconds": 0.0}
+    start = time.perf_counter()
     if not Path("/proc/self/statm").exists():
         yield result
+        result["seconds"] = time.perf_counter() - start
         return
     base = _rss_bytes()
     peak = [base]
@@ -30,7 +33,7 @@ def peak_memory() -> Iterator[dict[str, float]]:
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.001)
+            time.sleep(interval_s)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -41,3 +44,4 @@ def peak_memory() -> Iterator[dict[str, float]]:
         thread.join()
         peak[0] = max(peak[0], _rss_bytes())
         result["peak_mb"] = (peak[0] - base) / 2**20
+        result["seconds"] = time.perf_counter() - start
