@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,23 +172,20 @@ def _orient(faces: Tensor, face_tet: Tensor, verts: Tensor, positions: Tensor, i
     return torch.where(flip[:, None], faces[:, [0, 2, 1]], faces)
 
 
-def _march(positions: Tensor, sdf: Tensor, tets: Tensor, edges: Tensor, tet_edges: Tensor,
-           topology: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _march(positions: Tensor, sdf: Tensor, tets: Tensor, edges: Tensor, tet_edges: Tensor
+           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Core of marching tetrahedra over tets whose edges are known.
 
     Args:
         positions: [N, 3]; sdf: [N]; tets: [T, 4] indices into positions;
         edges: [E, 2] unique edges; tet_edges: [T, 6] index into ``edges`` of each tet's TET_EDGES.
-        topology: ``_march_topology``'s result for this sdf's sign pattern, when the caller has it.
     Returns:
         verts [V, 3], faces [F, 3] int64, face_tet [F] int64 (index into ``tets``), vert_edge [V] (index
         into ``edges`` of each output vertex).
     """
     with torch.no_grad():
         inside = sdf > 0
-        if topology is None:
-            topology = _march_topology(inside, tets, edges, tet_edges)
-        faces, face_tet, vert_edge = topology
+        faces, face_tet, vert_edge = _march_topology(inside, tets, edges, tet_edges)
     verts = _crossing_vertices(positions, sdf, edges[vert_edge])
     with torch.no_grad():
         faces = _orient(faces, face_tet, verts.detach(), positions.detach(), inside, tets)
@@ -260,8 +257,6 @@ class TetBand:
     tets: Tensor
     edges: Tensor
     tet_edges: Tensor
-    _topology_cache: tuple[Tensor, tuple[Tensor, Tensor, Tensor]] | None = field(default=None, repr=False,
-                                                                                 compare=False)
 
     @property
     def fraction(self) -> float:
@@ -274,16 +269,7 @@ class TetBand:
         Args:
             positions: [Vb, 3] positions of the band's vertices; sdf: [Vb] (inside where > 0).
         """
-        with torch.no_grad():
-            inside = sdf > 0
-            cached = self._topology_cache
-            if cached is not None and cached[0].shape == inside.shape and torch.equal(cached[0], inside):
-                topology = cached[1]
-            else:
-                # The sign pattern changes on few steps once the surface settles: reuse its topology.
-                topology = _march_topology(inside, self.tets, self.edges, self.tet_edges)
-                self._topology_cache = (inside, topology)
-        verts, faces, _, vert_edge = _march(positions, sdf, self.tets, self.edges, self.tet_edges, topology)
+        verts, faces, _, vert_edge = _march(positions, sdf, self.tets, self.edges, self.tet_edges)
         return verts, faces, vert_edge
 
 

@@ -234,7 +234,6 @@ def fit_refined(
     n_views = len(orbit)
     loss_val, psnr_val = float("nan"), float("nan")
     band_fracs: list[float] = []
-    topo_cache = None
     t0 = time.perf_counter()
     with StepProgress("refine", cfg.steps, start, enabled=progress) as bar:
         for step in range(start, cfg.steps):
@@ -255,9 +254,7 @@ def fit_refined(
             clip = clip_positions(verts, cams)
             rast = rasterize(clip, tri, (cams.height, cams.width))
             covered = rast[..., 3] > 0
-            if topo_cache is None or topo_cache[0].shape != faces.shape or not torch.equal(topo_cache[0], faces):
-                topo_cache = (faces, edge_topology(tri))  # unchanged faces (most late steps): reuse
-            topo = topo_cache[1]
+            topo = edge_topology(tri)
             alpha = antialias(covered.float()[..., None], rast, clip, tri, topo)[..., 0]
             mask_loss = ((alpha - masks) ** 2).mean()
 
