@@ -40,7 +40,8 @@ from _objects import object_orbit
 DEFAULT_OBJECTS = ["demo", "torus", "duck"]
 
 
-def _export_timed(cfg, verts, faces, color_fn, path: Path) -> tuple[dict, dict]:
+def _export_row(case: str, cfg, verts, faces, color_fn, path: Path) -> dict[str, object]:
+    """Export to ``path`` (GLB) timing each step with the peak memory; the validator's counts when installed."""
     from exporters.asset import export_textured
     from exporters.writers import write_asset
 
@@ -49,10 +50,17 @@ def _export_timed(cfg, verts, faces, color_fn, path: Path) -> tuple[dict, dict]:
         textured = export_textured(cfg, verts, faces, color_fn)
         t_write = time.perf_counter()
         write_asset(textured, path)
-    stats = dict(textured.stats)
-    stats["seconds_write"] = time.perf_counter() - t_write
-    stats["seconds_total"] = time.perf_counter() - start
-    return stats, mem
+    end = time.perf_counter()
+    stats = textured.stats
+    errors, warnings = _validator_counts(path)
+    return {
+        "case": case, "faces_in": stats["faces_in"], "faces": stats["faces"], "tex": stats["texture_size"],
+        "unwrap": stats["unwrap_method"], "simplify_s": round(stats["seconds_simplify"], 2),
+        "unwrap_s": round(stats["seconds_unwrap"], 2), "bake_s": round(stats["seconds_bake"], 2),
+        "write_s": round(end - t_write, 2), "total_s": round(end - start, 2), "peak_mb": round(mem["peak_mb"]),
+        "coverage": round(stats["texture_coverage"], 3), "flipped": stats["flipped_faces"],
+        "max_dev": round(stats["max_deviation"], 4), "val_err": errors, "val_warn": warnings,
+    }
 
 
 def _validator_counts(path: Path) -> tuple[object, object]:
@@ -80,9 +88,8 @@ def run_object(name: str, preset: str, overrides: list[str], size: int, work: Pa
     result = run(cfg, orbit_dir, work / "run", until="refine")
     asset = result.refined
     glb = work / "asset.glb"
-    stats, mem = _export_timed(cfg.export, asset.mesh.verts.numpy(), asset.mesh.faces.numpy(),
-                               lambda p: asset.albedo.query(p), glb)
-    errors, warnings = _validator_counts(glb)
+    row = _export_row(name, cfg.export, asset.mesh.verts.numpy(), asset.mesh.faces.numpy(),
+                      lambda p: asset.albedo.query(p), glb)
     cams = heldout_cameras(EvalConfig(view_size=256))
     with torch.no_grad():
         renders = {}
@@ -94,29 +101,14 @@ def run_object(name: str, preset: str, overrides: list[str], size: int, work: Pa
     truth, before, after = renders[4]
     p_before, p_after = psnr(before, truth), psnr(after, truth)
     truth2, before2, after2 = renders[2]
-    return {
-        "case": name,
-        "faces_in": stats["faces_in"],
-        "faces": stats["faces"],
-        "tex": stats["texture_size"],
-        "unwrap": stats["unwrap_method"],
-        "simplify_s": round(stats["seconds_simplify"], 2),
-        "unwrap_s": round(stats["seconds_unwrap"], 2),
-        "bake_s": round(stats["seconds_bake"], 2),
-        "write_s": round(stats["seconds_write"], 2),
-        "total_s": round(stats["seconds_total"], 2),
-        "peak_mb": round(mem["peak_mb"]),
-        "coverage": round(stats["texture_coverage"], 3),
-        "flipped": stats["flipped_faces"],
-        "max_dev": round(stats["max_deviation"], 4),
+    row.update({
         "psnr_vs_before": round(psnr(after, before), 2),
         "psnr_before_gt": round(p_before, 2),
         "psnr_glb_gt": round(p_after, 2),
         "loss_db": round(p_before - p_after, 2),
         "loss_db_ss2": round(psnr(before2, truth2) - psnr(after2, truth2), 2),
-        "val_err": errors,
-        "val_warn": warnings,
-    }
+    })
+    return row
 
 
 def _bumpy_sphere(faces_wanted: int):
@@ -142,17 +134,7 @@ def run_scaling(faces_in: int, texture: int, normal_map: bool, work: Path) -> di
     verts, faces = _bumpy_sphere(faces_in)
     cfg = ExportConfig(texture_size=texture, normal_map=normal_map)
     glb = work / f"sphere_{faces_in}_{texture}_{int(normal_map)}.glb"
-    stats, mem = _export_timed(cfg, verts, faces, color, glb)
-    errors, warnings = _validator_counts(glb)
-    return {
-        "case": f"bumpy sphere{' +normal map' if normal_map else ''}",
-        "faces_in": stats["faces_in"], "faces": stats["faces"], "tex": texture, "unwrap": stats["unwrap_method"],
-        "simplify_s": round(stats["seconds_simplify"], 2), "unwrap_s": round(stats["seconds_unwrap"], 2),
-        "bake_s": round(stats["seconds_bake"], 2), "write_s": round(stats["seconds_write"], 2),
-        "total_s": round(stats["seconds_total"], 2), "peak_mb": round(mem["peak_mb"]),
-        "coverage": round(stats["texture_coverage"], 3), "flipped": stats["flipped_faces"],
-        "max_dev": round(stats["max_deviation"], 4), "val_err": errors, "val_warn": warnings,
-    }
+    return _export_row(f"bumpy sphere{' +normal map' if normal_map else ''}", cfg, verts, faces, color, glb)
 
 
 SCALING = [(20480, 1024, False), (81920, 1024, False), (327680, 1024, False), (81920, 2048, False),

@@ -101,14 +101,11 @@ def bake_texture(verts: Tensor, faces: Tensor, uvs: Tensor, color_fn: Callable[[
 
 
 def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """[V, 3] area-weighted unit vertex normals."""
-    tri = verts[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n = np.zeros_like(verts, dtype=np.float64)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.where(norm > 1e-20, n / np.maximum(norm, 1e-20), np.array([0.0, 1.0, 0.0]))
+    """[V, 3] float64 area-weighted unit vertex normals: ``recon.render.views.vertex_normals`` on arrays."""
+    from recon.render.views import vertex_normals as normals_of
+
+    return normals_of(torch.from_numpy(np.asarray(verts, np.float64)),
+                      torch.from_numpy(np.asarray(faces, np.int64))).numpy()
 
 
 def vertex_tangents(verts: np.ndarray, faces: np.ndarray, uvs: np.ndarray, normals: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ unwrap (``unwrap_planar_charts``), which cannot fail; ``Unwrapped.method`` says 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class UnwrapError(RuntimeError):
@@ -80,16 +83,6 @@ def unwrap_xatlas(verts: np.ndarray, faces: np.ndarray, resolution: int = 1024, 
 # Our own unwrap: planar charts, shelf-packed. Used only when xatlas fails.
 
 
-def _face_adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of faces [E, 2] sharing an edge (each manifold interior edge once)."""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    owner = np.tile(np.arange(len(faces)), 3)
-    order = np.lexsort((edges[:, 1], edges[:, 0]))
-    e, o = edges[order], owner[order]
-    same = (e[1:] == e[:-1]).all(axis=1)
-    return o[:-1][same], o[1:][same]
-
-
 def _shelf_pack(sizes: np.ndarray, width: float) -> tuple[np.ndarray, float]:
     """Place rectangles [N, 2] (w, h) in rows of the given width, tallest first.
 
@@ -129,7 +122,10 @@ def unwrap_planar_charts(verts: np.ndarray, faces: np.ndarray, resolution: int =
     axis = np.abs(normal).argmax(axis=1)
     sign = np.sign(normal[np.arange(len(f)), axis]).astype(np.int64)
     group = axis * 2 + (sign > 0)
-    a, b = _face_adjacency(f)
+    from recon.render.topology import compute_edge_topology
+
+    edge_faces = compute_edge_topology(f).edge_faces.astype(np.int64)
+    a, b = edge_faces[edge_faces[:, 1] >= 0].T  # faces sharing an edge
     keep = group[a] == group[b]
     graph = coo_matrix((np.ones(keep.sum()), (a[keep], b[keep])), shape=(len(f), len(f)))
     n_charts, chart = connected_components(graph, directed=False)
@@ -192,11 +188,8 @@ def unwrap(verts: np.ndarray, faces: np.ndarray, resolution: int = 1024, padding
     ``verts``/``faces`` are then that mesh); our planar charts. Each failure is logged and kept in
     ``notes``. ``timeout_s`` bounds each xatlas attempt.
     """
-    import logging
-
     from exporters.simplify import simplify_mesh
 
-    log = logging.getLogger(__name__)
     verts = np.asarray(verts, np.float64)
     faces = np.asarray(faces, np.int64)
     notes: list[str] = []

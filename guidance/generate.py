@@ -68,12 +68,7 @@ class SV3DGenerator:
         m, cfg = self.models, self.cfg
         frames = len(azimuths_deg)
         gen = torch.Generator().manual_seed(seed)
-        img = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None].float(), size=(cfg.size, cfg.size),
-                                              mode="bilinear", antialias=True, align_corners=False)
-        img = img.permute(0, 2, 3, 1).clamp(0, 1)
-        embedding = m.image_embedding(img)
-        noisy_img = img + cfg.cond_aug * torch.randn(img.shape, generator=gen)
-        cond = m.encode(noisy_img, scaled=False)[0]  # [C, h, w]
+        embedding, cond = m.condition(image, cfg.size, cfg.cond_aug, gen)  # [1, 1, D], [C, h, w]
         ids = camera_ids(elevations_deg, azimuths_deg, cfg.cond_aug)
         scales = triangle_scales(frames, cfg.cfg_min, cfg.cfg_max).to(m.device)
 

@@ -107,6 +107,18 @@ class SV3DModels:
         return z * self.vae.config.scaling_factor if scaled else z
 
     @torch.no_grad()
+    def condition(self, image: Tensor, size: int, cond_aug: float, generator: torch.Generator
+                  ) -> tuple[Tensor, Tensor]:
+        """SV3D's conditioning on one input image [H, W, 3] in [0, 1]: its CLIP embedding [1, 1, D] and the
+        unscaled VAE latent [C, h, w] of the image resized to ``size``² with ``cond_aug`` noise added (as
+        SVD and SV3D encode their conditioning frame)."""
+        resized = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None].float(), size=(size, size),
+                                                  mode="bilinear", antialias=True, align_corners=False)
+        resized = resized.permute(0, 2, 3, 1).clamp(0, 1)
+        noisy = resized + cond_aug * torch.randn(resized.shape, generator=generator)
+        return self.image_embedding(image[None].float()), self.encode(noisy, scaled=False)[0]
+
+    @torch.no_grad()
     def decode(self, latents: Tensor, chunk: int = 14) -> Tensor:
         """[F, H, W, 3] images in [0, 1] from [F, C, h, w] scaled latents (temporal decoder, in chunks)."""
         z = latents.to(self.device, self.dtype) / self.vae.config.scaling_factor

@@ -90,14 +90,8 @@ class MaskedSDS:
             if orbit.azimuths_deg is not None:
                 az = orbit.azimuths_deg.double() % 360
                 input_view = int(torch.minimum(az, 360 - az).argmin())
-        image = orbit.images[input_view].float().cpu()
-        r = cfg.sds_resolution
-        resized = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], size=(r, r), mode="bilinear",
-                                                  antialias=True, align_corners=False).permute(0, 2, 3, 1).clamp(0, 1)
-        self.embedding = models.image_embedding(image[None])
-        noisy = resized + cfg.cond_aug * torch.randn(resized.shape, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            self.cond_latent = models.encode(noisy, scaled=False)[0]
+        self.embedding, self.cond_latent = models.condition(
+            orbit.images[input_view].float().cpu(), cfg.sds_resolution, cfg.cond_aug, torch.Generator().manual_seed(0))
         self.ref_centers = orbit.cameras.centers.float().cpu()
         sched = models.scheduler.config
         self.sigma_min = float(getattr(sched, "sigma_min", None) or 0.002)
@@ -147,7 +141,7 @@ class MaskedSDS:
         t = lo + float(u[3]) * (hi - lo)
         sigma = float(sigma_at(t, self.sigma_min, self.sigma_max))
         noise = torch.randn(latents.shape, generator=g).to(latents.device)
-        ids = camera_ids(elev, (azim - 0.0) % 360, cfg.cond_aug)
+        ids = camera_ids(elev, azim, cfg.cond_aug)
         with torch.no_grad():
             den = denoise(self.models, latents.detach() + sigma * noise, sigma, self.cond_latent, self.embedding, ids,
                           cfg.cfg_scale)

@@ -213,6 +213,16 @@ def _score(pred, gt, heldout_truth, cams, settings: BenchSettings, images=None,
     return metrics, images
 
 
+def _stage_seconds(metrics: dict, stage: str) -> float:
+    """A stage's time in a run's metrics: for refine and export their own compute time (a reused artifact
+    reports the run that made it), for coarse its wall time in this run (fit, or reload, plus extraction)."""
+    wall = metrics["resources"][stage]["seconds"]
+    if stage == "coarse":
+        return wall
+    own = metrics.get(stage, {})
+    return float(own.get("seconds", wall)) + float(own.get("init_seconds", 0.0))
+
+
 def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dict:
     """Render, reconstruct and score one object (cached: returns the saved result when present)."""
     import numpy as np
@@ -266,12 +276,8 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
         run_dir = work / "run"
         result = run(cfg, orbit_dir, run_dir, until=last)
         for stage, res in result.metrics["resources"].items():
-            own = result.metrics.get(stage, {})
-            # The stage's own compute time when it reports one (a reused artifact reports the run that made
-            # it); its wall time in this process otherwise.
-            seconds = float(own.get("seconds", res["seconds"])) + float(own.get("init_seconds", 0.0))
-            stages[stage] = {"seconds": seconds if stage != "coarse" else res["seconds"],
-                             "wall_seconds": res["seconds"], "peak_mb": res["peak_mb"]}
+            stages[stage] = {"seconds": _stage_seconds(result.metrics, stage), "wall_seconds": res["seconds"],
+                             "peak_mb": res["peak_mb"]}
     elapsed = 0.0
     for variant, stage in (("coarse", "coarse"), ("refine", "refine"), ("full", "export")):
         if stage in stages:
@@ -309,8 +315,7 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
         with peak_memory() as mem:
             sds_result = run(sds_cfg, orbit_dir, sds_dir, until="export")
         seconds = stages.get("coarse", {}).get("seconds", 0.0) + sum(
-            float(sds_result.metrics[s].get("seconds", 0.0)) + float(sds_result.metrics[s].get("init_seconds", 0.0))
-            for s in ("refine", "export"))
+            _stage_seconds(sds_result.metrics, s) for s in ("refine", "export"))
         m, renders["sds"] = _score(load_render_mesh(sds_dir / "asset.glb"), gt, truth, cams, settings,
                                    textured=textured)
         variants["sds"] = {**m, "seconds": seconds, "peak_mb": mem["peak_mb"]}
