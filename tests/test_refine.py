@@ -109,3 +109,23 @@ def test_fit_until_refine_and_from_stage(sphere_dir: Path, tmp_path: Path, capsy
     assert main(["fit", str(sphere_dir), "-o", str(empty), "--preset", "tiny", "--from-stage", "refine"]) == 2
     err = capsys.readouterr().err
     assert "coarse.ply" in err and "--from-stage" in err
+
+
+def test_rerun_reuses_the_extracted_coarse_mesh_and_reports_stage_resources(sphere_dir: Path, tmp_path: Path,
+                                                                            monkeypatch):
+    import json
+
+    import recon.extract
+
+    out = tmp_path / "run"
+    assert main(["fit", str(sphere_dir), "-o", str(out), "--preset", "tiny", "--until", "coarse"]) == 0
+    first = (out / "coarse.ply").read_bytes()
+    resources = json.loads((out / "metrics.json").read_text())["resources"]
+    assert set(resources) == {"coarse"} and resources["coarse"]["seconds"] > 0
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the coarse mesh was extracted again")
+
+    monkeypatch.setattr(recon.extract, "extract_mesh", no_extraction)
+    assert main(["fit", str(sphere_dir), "-o", str(out), "--preset", "tiny", "--until", "coarse"]) == 0
+    assert (out / "coarse.ply").read_bytes() == first
