@@ -157,6 +157,12 @@ def resample_volume(volume: Tensor, resolution: int) -> Tensor:
     return up[0, 0]
 
 
+def with_floor(inside: Tensor, above_floor: Tensor, level: float) -> Tensor:
+    """The inside-ness field whose ``level`` set is the surface of ``inside >= level`` cut by the floor plane
+    ``above_floor = y - floor >= 0`` (the cut stays at the floor whatever the level)."""
+    return torch.minimum(inside, above_floor + level)
+
+
 def choose_offset(
     inside: np.ndarray, bound: float, orbit: Orbit, cfg: ExtractConfig, cell: float
 ) -> tuple[float, float]:
@@ -174,16 +180,22 @@ def choose_offset(
     return float(levels[best]), float(scores[best])
 
 
-def observed_floor(depths: Tensor, cams, quantile: float = 0.001) -> float:
+def observed_floor(depths: Tensor, cams, masks: Tensor | None = None, quantile: float = 0.001) -> float:
     """Height (y) of the lowest surface point the views observed (a robust minimum over back-projected
     depth pixels). Below it no view saw matter: orbits that look down on the object leave a wedge under it
-    that every view sees only through the object, and which would otherwise stay solid."""
+    that every view sees only through the object, and which would otherwise stay solid.
+
+    ``masks`` [N, H, W] bool: only pixels whose 3x3 neighbourhood lies inside the mask count (a partly
+    covered pixel at the bottom edge looks past the object into the wedge, where the field is unsupervised).
+    """
     N = depths.shape[0]
+    if masks is not None:
+        masks = -torch.nn.functional.max_pool2d(-masks.float()[:, None], 3, stride=1, padding=1)[:, 0] > 0.5
     ys = []
     for v in range(N):
         o, d = cams.pixel_rays(v)
         t = depths[v]
-        ok = torch.isfinite(t)
+        ok = torch.isfinite(t) if masks is None else torch.isfinite(t) & masks[v]
         ys.append((o[..., 1] + d[..., 1] * t)[ok])
     y = torch.cat(ys)
     if y.numel() == 0:
@@ -246,27 +258,32 @@ def extract_mesh(cfg: ExtractConfig, field: CoarseField, orbit: Orbit) -> tuple[
     size = (cfg.depth_size, cfg.depth_size)
     masks = torch.nn.functional.interpolate(orbit.masks[:, None].cpu(), size=size, mode="area")[:, 0] > 0.5
     occupancy = Occupancy(field.occupancy, field.bound).dilated(1)
-    floor = observed_floor(depths, cams)
 
     def inside_at(points: Tensor) -> Tensor:
         # Minus the margin; where no view says anything, or outside the occupancy (visual hull refreshed from
-        # density), or below the lowest observed surface point, there is no evidence of matter: empty.
+        # density), there is no evidence of matter: empty.
         margin = torch.cat([carve_margin(p, depths, masks, cams, cfg.robust_rank) for p in points.split(1 << 20)])
         inside = torch.where(torch.isfinite(margin) & occupancy.lookup(points), -margin, torch.full_like(margin, -FAR))
-        inside = torch.minimum(inside, points[:, 1] - floor)
         return inside.clamp(-FAR, FAR)
 
     small = inside_at(_grid_points(cfg.search_resolution, field.bound)).reshape((cfg.search_resolution,) * 3)
     cell = 2 * field.bound / (cfg.search_resolution - 1)
     level, iou = choose_offset(small.numpy(), field.bound, orbit, cfg, cell)
+    # Below the lowest observed surface point there is no evidence of matter either: the wedge under an
+    # object seen from above is hidden in every view. The cut stays at that height whatever the level (the
+    # level corrects the depths' bias, the floor is a height), and it hardly changes silhouettes, so the
+    # level is chosen without it. (A ball's underside below where its depths and silhouettes reach is cut
+    # flat too: with perspective, a view 10 degrees above sees neither below about 0.9 of its radius.)
+    floor = observed_floor(depths, cams, masks)
     # Full resolution: upsampled as a first guess, recomputed exactly near the surface (interpolating across
     # the field's jumps at mask and hull borders would move the surface).
     inside = resample_volume(small, cfg.resolution)
-    near = ((inside - level).abs() < 2 * cell).reshape(-1)
-    pts = _grid_points(cfg.resolution, field.bound)[near]
+    full_points = _grid_points(cfg.resolution, field.bound)
+    above_floor = full_points[:, 1].reshape(inside.shape) - floor
+    near = ((with_floor(inside, above_floor, level) - level).abs() < 2 * cell).reshape(-1)
     flat = inside.reshape(-1)
-    flat[near] = inside_at(pts)
-    inside = flat.reshape(inside.shape).numpy()
+    flat[near] = inside_at(full_points[near])
+    inside = with_floor(flat.reshape(inside.shape), above_floor, level).numpy()
     verts, faces = _marching_cubes(inside, level, field.bound)
     verts, faces = remove_small_components(verts, faces, cfg.min_component_frac)
     v = torch.from_numpy(verts).float()
