@@ -39,6 +39,8 @@ class RefineConfig:
     """Cells on each side of the surface that take part (the narrow band)."""
     band_every: int = 20
     """Steps between re-derivations of the band as the surface moves."""
+    init_smoothing: float = 1.0
+    """Gaussian blur (sigma, in cells) of the coarse mesh's SDF before refinement starts (0: none)."""
     max_deform: float = 0.45
     """Largest vertex displacement, as a fraction of a cell (tanh-bounded)."""
     views_per_step: int = 8

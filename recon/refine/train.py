@@ -177,6 +177,12 @@ def initial_sdf(cfg: RefineConfig, coarse: Mesh) -> Tensor:
     """[(R+1)^3] SDF of the coarse mesh on the lattice, in cells (inside > 0), clamped to the band scale."""
     cell = 2 * cfg.bound / cfg.grid
     sdf = mesh_sdf_grid(coarse.verts.numpy(), coarse.faces.numpy(), cfg.grid, cfg.bound) / cell
+    if cfg.init_smoothing > 0:
+        # Dents and bumps of a cell or two in the coarse mesh come from its depth noise; the refinement's
+        # small steps keep what they start from, so they are smoothed away before it starts.
+        n = cfg.grid + 1
+        blurred = ndimage.gaussian_filter(sdf.reshape(n, n, n).numpy(), cfg.init_smoothing, mode="nearest")
+        sdf = torch.from_numpy(blurred.reshape(-1).astype(np.float32))
     return sdf.clamp(-4 * max(cfg.band_width, 1), 4 * max(cfg.band_width, 1))
 
 
