@@ -180,22 +180,16 @@ def choose_offset(
     return float(levels[best]), float(scores[best])
 
 
-def observed_floor(depths: Tensor, cams, masks: Tensor | None = None, quantile: float = 0.001) -> float:
+def observed_floor(depths: Tensor, cams, quantile: float = 0.001) -> float:
     """Height (y) of the lowest surface point the views observed (a robust minimum over back-projected
     depth pixels). Below it no view saw matter: orbits that look down on the object leave a wedge under it
-    that every view sees only through the object, and which would otherwise stay solid.
-
-    ``masks`` [N, H, W] bool: only pixels whose 3x3 neighbourhood lies inside the mask count (a partly
-    covered pixel at the bottom edge looks past the object into the wedge, where the field is unsupervised).
-    """
+    that every view sees only through the object, and which would otherwise stay solid."""
     N = depths.shape[0]
-    if masks is not None:
-        masks = -torch.nn.functional.max_pool2d(-masks.float()[:, None], 3, stride=1, padding=1)[:, 0] > 0.5
     ys = []
     for v in range(N):
         o, d = cams.pixel_rays(v)
         t = depths[v]
-        ok = torch.isfinite(t) if masks is None else torch.isfinite(t) & masks[v]
+        ok = torch.isfinite(t)
         ys.append((o[..., 1] + d[..., 1] * t)[ok])
     y = torch.cat(ys)
     if y.numel() == 0:
@@ -274,7 +268,7 @@ def extract_mesh(cfg: ExtractConfig, field: CoarseField, orbit: Orbit) -> tuple[
     # level corrects the depths' bias, the floor is a height), and it hardly changes silhouettes, so the
     # level is chosen without it. (A ball's underside below where its depths and silhouettes reach is cut
     # flat too: with perspective, a view 10 degrees above sees neither below about 0.9 of its radius.)
-    floor = observed_floor(depths, cams, masks)
+    floor = observed_floor(depths, cams)
     # Full resolution: upsampled as a first guess, recomputed exactly near the surface (interpolating across
     # the field's jumps at mask and hull borders would move the surface).
     inside = resample_volume(small, cfg.resolution)
