@@ -159,7 +159,8 @@ def resample_volume(volume: Tensor, resolution: int) -> Tensor:
 
 def with_floor(inside: Tensor, above_floor: Tensor, level: float) -> Tensor:
     """The inside-ness field whose ``level`` set is the surface of ``inside >= level`` cut by the floor plane
-    ``above_floor = y - floor >= 0`` (the cut stays at the floor whatever the level)."""
+    ``above_floor = y - floor >= 0`` (broadcastable to ``inside``; the cut stays at the floor whatever the
+    level)."""
     return torch.minimum(inside, above_floor + level)
 
 
@@ -272,11 +273,11 @@ def extract_mesh(cfg: ExtractConfig, field: CoarseField, orbit: Orbit) -> tuple[
     # Full resolution: upsampled as a first guess, recomputed exactly near the surface (interpolating across
     # the field's jumps at mask and hull borders would move the surface).
     inside = resample_volume(small, cfg.resolution)
-    full_points = _grid_points(cfg.resolution, field.bound)
-    above_floor = full_points[:, 1].reshape(inside.shape) - floor
+    # y - floor at the grid points (y is the grid's second axis), broadcast over x and z.
+    above_floor = (torch.linspace(-field.bound, field.bound, cfg.resolution) - floor).view(1, -1, 1)
     near = ((with_floor(inside, above_floor, level) - level).abs() < 2 * cell).reshape(-1)
     flat = inside.reshape(-1)
-    flat[near] = inside_at(full_points[near])
+    flat[near] = inside_at(_grid_points(cfg.resolution, field.bound)[near])
     inside = with_floor(flat.reshape(inside.shape), above_floor, level).numpy()
     verts, faces = _marching_cubes(inside, level, field.bound)
     verts, faces = remove_small_components(verts, faces, cfg.min_component_frac)
