@@ -5,8 +5,10 @@
 
 For each object, two 21-view SV3D orbits are rendered at 256²: unlit (albedo) and lit by a known white
 directional light plus ambient (``render-orbit --lit``: direction (0.4, 0.8, 0.45), ambient 0.35,
-Lambertian). Both are fitted with ``fit --until refine``. On 21 held-out views (dynamic orbit) where all
-renders cover the object, we report:
+Lambertian). ``--shading linear`` (default) applies the light in linear RGB, as a physically based
+renderer does; ``--shading srgb`` multiplies the sRGB colour, a harder, unphysical case (its shadows are
+~s^2.2 in linear terms, which no light's irradiance is). Both orbits are fitted with
+``fit --until refine``. On 21 held-out views (dynamic orbit) where all renders cover the object, we report:
 
 - ``sep_psnr``: PSNR between the albedo fitted from the lit orbit (after one global least-squares scale)
   and the albedo fitted from the unlit orbit. Target: within 2 dB of ``unlit_psnr``, the unlit fit's own
@@ -37,13 +39,13 @@ from _common import machine_info, print_table, run_isolated, write_json
 from _objects import object_mesh
 
 
-def _fit(name: str, lit: bool, preset: str, overrides: list[str], size: int, work: Path) -> None:
+def _fit(name: str, lit: str | None, preset: str, overrides: list[str], size: int, work: Path) -> None:
     from recon.config import load_config
     from recon.pipeline import run
     from recon.render.orbit import render_mesh_orbit
 
     cfg = load_config(preset, overrides)
-    orbit_dir = work / ("lit" if lit else "unlit") / "orbit"
+    orbit_dir = work / (f"lit_{lit}" if lit else "unlit") / "orbit"
     if not (orbit_dir / "ground_truth.glb").is_file():
         render_mesh_orbit(object_mesh(name, work / "src"), orbit_dir, size=size, supersample=2, lit=lit)
     run(cfg, orbit_dir, orbit_dir.parent / "run", until="refine")
@@ -54,7 +56,7 @@ def _masked_psnr(a, b, mask) -> float:
     return -10 * math.log10(max(mse, 1e-12))
 
 
-def _score(name: str, preset: str, overrides: list[str], work: Path) -> dict[str, object]:
+def _score(name: str, shading: str, preset: str, overrides: list[str], work: Path) -> dict[str, object]:
     import torch
 
     from recon.config import load_config
@@ -62,16 +64,17 @@ def _score(name: str, preset: str, overrides: list[str], work: Path) -> dict[str
     from recon.pipeline import run
     from recon.refine.render import render_asset
     from recon.render.mesh import load_render_mesh
-    from recon.render.views import SoftLight, render_views, vertex_normals
+    from recon.render.views import render_views, vertex_normals
+    from recon.shading.soft_light import SoftLight
 
     cfg = load_config(preset, overrides)
     assets = {}
-    for kind in ("unlit", "lit"):
-        orbit_dir = work / kind / "orbit"
+    for kind, folder in (("unlit", "unlit"), ("lit", f"lit_{shading}")):
+        orbit_dir = work / folder / "orbit"
         assets[kind] = run(cfg, orbit_dir, orbit_dir.parent / "run", until="refine").refined  # reused
     gt = load_render_mesh(work / "unlit" / "orbit" / "ground_truth.glb")
     cams = heldout_cameras(EvalConfig(view_size=256))
-    light = SoftLight()
+    light = SoftLight(space=shading)
     truth, t_alpha = render_views(gt, cams, supersample=2)
     truth_lit, _ = render_views(gt, cams, supersample=2, light=light)
     unlit = render_asset(assets["unlit"], cams)
@@ -95,8 +98,7 @@ def _score(name: str, preset: str, overrides: list[str], work: Path) -> dict[str
         pos = clip_positions(gt.verts, cams)
         rast = rasterize(pos, gt.faces.int(), (cams.height, cams.width))
         n = torch.nn.functional.normalize(interpolate(normals, rast, gt.faces.int()), dim=-1)
-        ldir = torch.nn.functional.normalize(torch.tensor(light.direction), dim=0)
-        shade = light.ambient + (1 - light.ambient) * (n @ ldir).clamp(min=0)
+        shade = light.factor(n)
     lum = torch.tensor([0.2126, 0.7152, 0.0722])
     ratio = torch.log((lit_scaled @ lum).clamp(min=1e-3) / (unlit["rgb"] @ lum).clamp(min=1e-3))
     painted_ratio = torch.log((painted @ lum).clamp(min=1e-3) / (truth @ lum).clamp(min=1e-3))
@@ -127,6 +129,8 @@ def main() -> int:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--objects", nargs="+", default=["demo", "duck"])
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--shading", choices=["linear", "srgb"], default="linear",
+                        help="where the test light multiplies the colour (see above)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=None, help="keep run folders here (fits reused on rerun)")
     parser.add_argument("--out", type=Path, default=None)
@@ -136,9 +140,9 @@ def main() -> int:
         name, what = args.step
         work = args.work / name
         if what == "score":
-            print(json.dumps(_score(name, args.preset, args.overrides, work)))
+            print(json.dumps(_score(name, args.shading, args.preset, args.overrides, work)))
         else:
-            _fit(name, what == "fit-lit", args.preset, args.overrides, args.size, work)
+            _fit(name, args.shading if what == "fit-lit" else None, args.preset, args.overrides, args.size, work)
         return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-lighting-") as tmp:
@@ -146,15 +150,17 @@ def main() -> int:
         for name in args.objects:
             for what in ("fit-unlit", "fit-lit", "score"):
                 cmd = [sys.executable, __file__, "--step", name, what, "--preset", args.preset, "--size",
-                       str(args.size), "--work", str(work)]
+                       str(args.size), "--shading", args.shading, "--work", str(work)]
                 last = run_isolated(cmd, f"object {name} at {what}", args.overrides)
             rows.append(json.loads(last))
             print(f"  {name}: {rows[-1]}", file=sys.stderr)
     columns = ["object", "unlit_psnr", "lit_psnr", "gap_db", "sep_psnr", "painted_psnr", "shading_corr",
                "painted_corr", "scale"]
     print_table(rows, columns)
-    payload = {"machine": machine_info(), "preset": args.preset, "overrides": args.overrides, "rows": rows}
-    print(f"\nwrote {write_json(f'bench_lighting_{Path(args.preset).stem}', payload, args.out)}")
+    payload = {"machine": machine_info(), "preset": args.preset, "shading": args.shading,
+               "overrides": args.overrides, "rows": rows}
+    suffix = "" if args.shading == "linear" else f"_{args.shading}"
+    print(f"\nwrote {write_json(f'bench_lighting_{Path(args.preset).stem}{suffix}', payload, args.out)}")
     return 0
 
 

@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", type=float, default=0.0, metavar="DEG",
                    help="amplitude of a sinusoidal elevation (a dynamic orbit); 0 = static")
     p.add_argument("--supersample", type=int, default=3, help="antialiasing samples per pixel side")
-    p.add_argument("--lit", action="store_true", help="Lambertian shading under a soft light (default unlit)")
+    p.add_argument("--lit", nargs="?", const="linear", choices=["linear", "srgb"], default=None,
+                   help="Lambertian shading under a soft white light, applied in linear RGB (physical; the "
+                        "default when given) or to the sRGB colour (a stress test); default unlit albedo")
     p.add_argument("--alpha", action="store_true", help="write RGBA frames")
     _common(p, config=False)
 
@@ -160,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fov", type=float, default=33.8, help="vertical field of view in degrees (default 33.8)")
     p.add_argument("--radius", type=float, default=2.0, help="camera distance (default 2.0)")
     p.add_argument("--supersample", type=int, default=3, help="antialiasing samples per pixel side (default 3)")
-    p.add_argument("--lit", action="store_true", help="Lambertian shading under a soft light (default unlit albedo)")
+    p.add_argument("--lit", nargs="?", const="linear", choices=["linear", "srgb"], default=None,
+                   help="Lambertian shading under a soft white light, applied in linear RGB (physical; the "
+                        "default when given) or to the sRGB colour (a stress test); default unlit albedo")
     p.add_argument("--alpha", action="store_true", help="write RGBA frames")
     p.add_argument("--no-transforms", action="store_true", help="do not write transforms.json")
     p.add_argument("--no-normalize", action="store_true",
@@ -319,16 +323,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from recon.data.orbit import write_orbit
-    from recon.data.synthetic import Light, make_scene, render_orbit, sv3d_orbit_angles
+    from recon.data.synthetic import make_scene, render_orbit, sv3d_orbit_angles
     from recon.errors import InputError
     from recon.io import atomic_path
+    from recon.shading.soft_light import SoftLight
 
     if args.size < 8 or args.frames < 4 or args.supersample < 1:
         raise InputError(args.out, "need --size >= 8, --frames >= 4 and --supersample >= 1")
     scene = make_scene(args.scene)
     elev, azim = sv3d_orbit_angles(args.frames, args.elevation, args.dynamic)
     orbit = render_orbit(scene, elev, azim, size=args.size, supersample=args.supersample,
-                         light=Light() if args.lit else None, progress=True)
+                         light=SoftLight(space=args.lit) if args.lit else None, progress=True)
     write_orbit(orbit, args.out, alpha=args.alpha, transforms=True)
     mesh_path = args.out / "ground_truth.ply"
     with atomic_path(mesh_path) as tmp:

@@ -13,7 +13,8 @@ from recon.coarse.render import render_camera
 from recon.data.cameras import Cameras
 from recon.io import write_png
 from recon.render.mesh import RenderMesh
-from recon.render.views import SoftLight, render_views
+from recon.render.views import render_views
+from recon.shading.soft_light import SoftLight
 from recon.types import CoarseField, Mesh, Orbit, RefinedAsset
 
 

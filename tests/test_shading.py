@@ -63,3 +63,39 @@ def test_albedo_field_is_bounded_and_differentiable():
     a.sum().backward()
     assert torch.isfinite(x.grad).all()
     assert torch.allclose(field.query(x.detach(), chunk=7), a.detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize("space", ["linear", "srgb"])
+def test_the_soft_light_multiplies_radiance_in_its_space(space):
+    from recon.shading.soft_light import SoftLight
+
+    light = SoftLight(direction=(0.0, 1.0, 0.0), ambient=0.25, space=space)
+    albedo = torch.tensor([[0.8, 0.5, 0.2]]).expand(3, 3)
+    normals = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.6, 0.8]])
+    s = torch.tensor([1.0, 0.25, 0.25 + 0.75 * 0.6])[:, None]
+    lit = light.shade(albedo, normals)
+    if space == "linear":
+        torch.testing.assert_close(srgb_to_linear(lit), srgb_to_linear(albedo) * s, atol=1e-5, rtol=1e-4)
+    else:
+        torch.testing.assert_close(lit, albedo * s)
+    with pytest.raises(ValueError, match="space"):
+        SoftLight(space="gamma")
+
+
+def test_both_renderers_shade_a_face_with_the_same_light():
+    """The ray-cast synthetic scenes and the mesh rasteriser light a surface identically."""
+    from recon.data.cameras import orbit_cameras
+    from recon.data.synthetic import make_scene, render_view
+    from recon.render.mesh import from_trimesh
+    from recon.render.views import render_views
+    from recon.shading.soft_light import SoftLight
+
+    scene = make_scene("sphere")
+    cams = orbit_cameras(torch.tensor([20.0]), torch.tensor([30.0]), 2.0, 33.8, 64)
+    light = SoftLight()
+    ray_rgb, ray_alpha = render_view(scene, cams, 0, supersample=1, light=light)
+    mesh_rgb, mesh_alpha = render_views(from_trimesh(scene.mesh()), cams, supersample=1, light=light)
+    inner = (ray_alpha > 0.99) & (mesh_alpha[0] > 0.99)
+    assert inner.sum() > 500
+    diff = (ray_rgb - mesh_rgb[0]).abs()[inner].mean()
+    assert diff < 0.03, diff

@@ -29,6 +29,7 @@ from recon.data.cameras import (
     sv3d_azimuths,
 )
 from recon.io import rgba_uint8
+from recon.shading.soft_light import SoftLight
 from recon.types import Orbit
 
 Texture = Callable[[Tensor], Tensor]
@@ -335,23 +336,13 @@ def sphere_trace(scene: Scene, origins: Tensor, dirs: Tensor, max_steps: int = 5
     return t
 
 
-@dataclass
-class Light:
-    """Lambertian shading under a soft light: ``albedo * (ambient + (1 - ambient) * max(0, n.l))``."""
-
-    direction: tuple[float, float, float] = (0.4, 0.8, 0.45)
-    """Direction towards the light (world, normalised on use)."""
-    ambient: float = 0.35
-    """Share of the light that comes from everywhere."""
-
-
 def render_view(
     scene: Scene,
     cameras: Cameras,
     view: int,
     supersample: int = 3,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    light: Light | None = None,
+    light: SoftLight | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Render one view by exact ray casting, antialiased by ``supersample``² stratified samples.
 
@@ -375,9 +366,7 @@ def render_view(
         albedo = scene.color(p)
         if light is not None:
             n = scene.normal(p)
-            l_dir = torch.nn.functional.normalize(torch.tensor(light.direction, dtype=torch.float64), dim=0)
-            shade = light.ambient + (1 - light.ambient) * (n @ l_dir).clamp(min=0)
-            albedo = albedo * shade[:, None]
+            albedo = light.shade(albedo, n)
         color[hit] = albedo
     bg = torch.tensor(background, dtype=torch.float64)
     color = torch.where(hit[:, None], color, bg)
@@ -414,7 +403,7 @@ def render_orbit(
     fov_deg: float = SV3D_FOV_DEG,
     radius: float = SV3D_RADIUS,
     supersample: int = 3,
-    light: Light | None = None,
+    light: SoftLight | None = None,
     progress: bool = False,
 ) -> Orbit:
     """Render an SV3D-style orbit of an analytic scene (white background).

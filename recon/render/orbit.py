@@ -13,7 +13,8 @@ from recon.data.synthetic import sv3d_orbit_angles
 from recon.io import atomic_path
 from recon.log import track
 from recon.render.mesh import load_render_mesh
-from recon.render.views import SoftLight, render_views
+from recon.render.views import render_views
+from recon.shading.soft_light import SoftLight
 from recon.types import Orbit
 
 
@@ -49,7 +50,7 @@ def render_mesh_orbit(
     fov_deg: float = 33.8,
     radius: float = 2.0,
     supersample: int = 3,
-    lit: bool = False,
+    lit: str | None = None,
     alpha: bool = False,
     transforms: bool = True,
     normalize: bool = True,
@@ -58,6 +59,7 @@ def render_mesh_orbit(
 
     Writes ``000.png ...``, ``orbit.json``, optionally ``transforms.json``, and ``ground_truth.glb``: the
     mesh in the frame the views were rendered in (normalised unless ``normalize`` is False).
+    ``lit``: None renders the albedo; 'linear' or 'srgb' shades under ``SoftLight`` in that space.
     Returns the written files (besides the frames).
     """
     import trimesh
@@ -72,8 +74,9 @@ def render_mesh_orbit(
     elev, azim = sv3d_orbit_angles(frames, elevation, dynamic_amplitude)
     cams = orbit_cameras(elev, azim, radius, fov_deg, size)
     rgbs, alphas = [], []
+    light = SoftLight(space=lit) if lit else None
     for v in track(range(frames), description=f"rendering {mesh_path.name}", total=frames):
-        rgb, a = render_views(mesh, cams.subset([v]), supersample=supersample, light=SoftLight() if lit else None)
+        rgb, a = render_views(mesh, cams.subset([v]), supersample=supersample, light=light)
         rgbs.append(rgb)
         alphas.append(a)
     orbit = Orbit(

@@ -3,8 +3,6 @@ antialiased by supersampling, on a plain background. Used by ``render-orbit``, e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
@@ -12,16 +10,7 @@ from recon.data.cameras import Cameras
 from recon.ops import take_rows
 from recon.render import interpolate, rasterize, texture
 from recon.render.mesh import RenderMesh
-
-
-@dataclass
-class SoftLight:
-    """Lambertian shading: ``albedo * (ambient + (1 - ambient) * max(0, n.l))``."""
-
-    direction: tuple[float, float, float] = (0.4, 0.8, 0.45)
-    """Direction towards the light, world space (normalised on use)."""
-    ambient: float = 0.35
-    """Share of light arriving from everywhere."""
+from recon.shading.soft_light import SoftLight
 
 
 def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
@@ -91,8 +80,7 @@ def render_views(
             color = shade_albedo(mesh, rast)
             if normals is not None and light is not None:
                 n = torch.nn.functional.normalize(interpolate(normals, rast, mesh.faces), dim=-1)
-                l_dir = torch.nn.functional.normalize(torch.tensor(light.direction, dtype=torch.float32), dim=0)
-                color = color * (light.ambient + (1 - light.ambient) * (n @ l_dir).clamp(min=0))[..., None]
+                color = light.shade(color, n)
             alpha = (rast[..., 3] > 0).float()
             rgb = color * alpha[..., None] + bg * (1 - alpha[..., None])
         B, H, W = alpha.shape
