@@ -17,11 +17,14 @@ TINY = ["data.max_resolution=48", "export.faces=1500", "export.texture_size=128"
         "export.turntable_frames=0"]
 
 
-def _scene_mesh(name: str, path: Path) -> Path:
+def _scene_mesh(name: str, path: Path, coloured: bool = True) -> Path:
     from recon.data.synthetic import make_scene
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_scene(name).mesh(detail=4).export(path)
+    mesh = make_scene(name).mesh(detail=4)
+    if not coloured:
+        mesh = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    mesh.export(path)
     return path
 
 
@@ -29,7 +32,7 @@ def _scene_mesh(name: str, path: Path) -> Path:
 def bench_run(tmp_path_factory) -> tuple[Path, BenchSettings, list[BenchObject], list[dict]]:
     root = tmp_path_factory.mktemp("bench")
     objects = [BenchObject("sphere", _scene_mesh("sphere", root / "src" / "sphere.ply")),
-               BenchObject("torus", _scene_mesh("torus", root / "src" / "torus.ply"))]
+               BenchObject("torus", _scene_mesh("torus", root / "src" / "torus.ply", coloured=False))]
     settings = BenchSettings(preset="tiny", overrides=TINY, size=48, realism="mild",
                              variants=("visual-hull", "coarse", "full", "sds"), heldout_views=6, samples=20_000)
     results = run_all(objects, settings, root / "out")
@@ -88,8 +91,12 @@ def test_runner_scores_like_an_independent_scorer(bench_run):
         assert full["chamfer_area"] == pytest.approx(mine["chamfer_area"], rel=0.1)  # other samples
         assert full["iou"] == pytest.approx(mine["iou"], abs=1e-9)
         assert full["chamfer_vertex"] == pytest.approx(mine["chamfer_vertex"], rel=1e-9)
-        assert 10 < full["psnr"] < 60 and 0 < full["ssim"] <= 1
+        if res["textured"]:
+            assert 10 < full["psnr"] < 60 and 0 < full["ssim"] <= 1
+        else:
+            assert full["psnr"] is None and full["ssim"] is None
         assert res["variants"]["coarse"]["seconds"] < full["seconds"]
+    assert [r["textured"] for r in results] == [True, False]
 
 
 def test_results_are_cached_and_reports_written(bench_run, monkeypatch):
@@ -111,8 +118,11 @@ def test_results_are_cached_and_reports_written(bench_run, monkeypatch):
     assert files["plot"].stat().st_size > 1000
     from PIL import Image
 
-    sheet = Image.open(results[0]["contact_sheet"])
-    assert sheet.size == (4 * 48, 4 * 48)  # truth, visual hull, coarse, full x 4 held-out views
+    for res in results:
+        sheet = np.asarray(Image.open(res["contact_sheet"]).convert("L"), dtype=np.float32) / 255
+        assert sheet.shape == (4 * 48, 4 * 48)  # truth, visual hull, coarse, full x 4 held-out views
+        # every row shows its object, the white untextured torus too (shaded, on grey)
+        assert all(np.ptp(sheet[48 * r:48 * (r + 1)]) > 0.2 for r in range(4)), res["object"]
 
 
 def test_bench_command_rejects_bad_variants(bench_run, capsys):

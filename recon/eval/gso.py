@@ -238,6 +238,7 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
     from recon.refine.render import render_asset
     from recon.render.mesh import load_render_mesh
     from recon.render.views import render_views
+    from recon.shading.soft_light import SoftLight
 
     key = settings.key()
     work = out_root / "objects" / obj.name / key
@@ -259,14 +260,15 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
     variants: dict[str, dict] = {}
     stages: dict[str, dict] = {}
     renders: dict[str, torch.Tensor] = {}
+    meshes: dict[str, object] = {}
     wanted = set(settings.variants)
     if "visual-hull" in wanted:
         start = time.perf_counter()
         with peak_memory() as mem:
             hull = _visual_hull_mesh(load_orbit(orbit_dir, cfg.data))
         seconds = time.perf_counter() - start
-        m, renders["visual-hull"] = _score(vertex_colored(hull, hull.colors), gt, truth, cams, settings,
-                                           textured=textured)
+        meshes["visual-hull"] = vertex_colored(hull, hull.colors)
+        m, renders["visual-hull"] = _score(meshes["visual-hull"], gt, truth, cams, settings, textured=textured)
         variants["visual-hull"] = {**m, "seconds": seconds, "peak_mb": mem["peak_mb"]}
     last = "export" if "full" in wanted else "refine" if "refine" in wanted else "coarse" if "coarse" in wanted \
         else None
@@ -286,18 +288,17 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
             continue
         peak = max(stages[s]["peak_mb"] for s in stages if order.index(s) <= order.index(stage))
         if variant == "coarse":
-            mesh = result.coarse_mesh
-            m, renders[variant] = _score(vertex_colored(mesh, mesh.colors), gt, truth, cams, settings,
-                                         textured=textured)
+            meshes[variant] = vertex_colored(result.coarse_mesh, result.coarse_mesh.colors)
+            m, renders[variant] = _score(meshes[variant], gt, truth, cams, settings, textured=textured)
         elif variant == "refine":
             asset = result.refined
             with torch.no_grad():
                 images = render_asset(asset, cams, shaded=False)["rgb"]
-            m, renders[variant] = _score(vertex_colored(asset.mesh, asset.mesh.colors), gt, truth, cams, settings,
-                                         images, textured)
+            meshes[variant] = vertex_colored(asset.mesh, asset.mesh.colors)
+            m, renders[variant] = _score(meshes[variant], gt, truth, cams, settings, images, textured)
         else:
-            m, renders[variant] = _score(load_render_mesh(run_dir / "asset.glb"), gt, truth, cams, settings,
-                                         textured=textured)
+            meshes[variant] = load_render_mesh(run_dir / "asset.glb")
+            m, renders[variant] = _score(meshes[variant], gt, truth, cams, settings, textured=textured)
         variants[variant] = {**m, "seconds": elapsed, "peak_mb": peak}
     if "sds" in wanted and not settings.sds_model:
         variants["sds"] = {"skipped": "no SV3D model given (--sds-model)"}
@@ -316,14 +317,23 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
             sds_result = run(sds_cfg, orbit_dir, sds_dir, until="export")
         seconds = stages.get("coarse", {}).get("seconds", 0.0) + sum(
             _stage_seconds(sds_result.metrics, s) for s in ("refine", "export"))
-        m, renders["sds"] = _score(load_render_mesh(sds_dir / "asset.glb"), gt, truth, cams, settings,
-                                   textured=textured)
+        meshes["sds"] = load_render_mesh(sds_dir / "asset.glb")
+        m, renders["sds"] = _score(meshes["sds"], gt, truth, cams, settings, textured=textured)
         variants["sds"] = {**m, "seconds": seconds, "peak_mb": mem["peak_mb"]}
 
-    # Contact sheet: ground truth, then each variant, on four held-out views.
+    # Contact sheet: ground truth, then each variant, on four held-out views. An untextured object's
+    # albedo renders are white on white, so its sheet shows the shapes under the soft light instead.
     views = np.linspace(0, len(cams) - 1, 4).round().astype(int)
-    rows = [torch.cat([truth[i] for i in views], dim=1)]
-    rows += [torch.cat([renders[v][i] for i in views], dim=1) for v in VARIANTS if v in renders]
+    shown = [v for v in VARIANTS if v in renders]
+    if textured:
+        sheet_rows = [truth[views], *[renders[v][views] for v in shown]]
+    else:
+        light, grey = SoftLight(), (0.75, 0.75, 0.75)
+        sheet_cams = cams.subset(torch.from_numpy(views))
+        with torch.no_grad():
+            sheet_rows = [render_views(m, sheet_cams, supersample=2, light=light, background=grey)[0]
+                          for m in (gt, *[meshes[v] for v in shown])]
+    rows = [torch.cat(list(r), dim=1) for r in sheet_rows]
     sheet = write_png(work / "contact_sheet.png", torch.cat(rows, dim=0).clamp(0, 1).numpy())
     out = {"object": obj.name, "mesh": str(obj.mesh), "key": key, "textured": textured,
            "settings": asdict(settings), "stages": stages, "variants": variants, "contact_sheet": str(sheet),
