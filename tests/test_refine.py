@@ -166,3 +166,34 @@ def test_initial_smoothing_fills_a_dent_of_the_coarse_mesh():
     assert dent_raw > 0.03 and dent_smooth < 0.75 * dent_raw, (dent_raw, dent_smooth)  # measured 0.040 -> 0.026
     # Where the mesh is smooth the blur leaves the surface within a fifth of a cell.
     assert abs(surface_on_x_axis(smooth, -1) - 0.4) < 0.005
+
+
+def test_initial_smoothing_keeps_thin_parts():
+    """A wing-like plate 1.2 cells thick on a ball must survive the blur (it erased the benchmark airplane's
+    wings: Chamfer 0.0075 with the blur, 0.0047 when thin parts are kept)."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    from recon.config import load_config
+    from recon.refine.train import initial_sdf, thin_inside
+    from recon.types import Mesh
+
+    cfg = dataclasses.replace(load_config("tiny").refine, grid=48, bound=0.6, init_smoothing=1.0)
+    cell = 2 * cfg.bound / cfg.grid
+    ball = trimesh.creation.icosphere(subdivisions=4, radius=0.2)
+    plate = trimesh.creation.box(extents=(0.9, 1.2 * cell, 0.3))
+    both = trimesh.boolean.union([ball, plate])
+    coarse = Mesh(torch.tensor(both.vertices, dtype=torch.float32), torch.tensor(both.faces, dtype=torch.int64),
+                  torch.full((len(both.vertices), 3), 0.5))
+    sdf = initial_sdf(cfg, coarse)
+    n = cfg.grid + 1
+    grid = sdf.reshape(n, n, n)
+    x = torch.linspace(-cfg.bound, cfg.bound, n)
+    tip = int(torch.argmin((x - 0.38).abs()))  # on the plate, well away from the ball
+    assert grid[tip, n // 2, n // 2] > 0, "the plate was blurred away"
+    raw = initial_sdf(dataclasses.replace(cfg, init_smoothing=0.0), coarse).reshape(n, n, n).numpy()
+    thin = thin_inside(raw, 2.0, 3)
+    assert thin[tip, n // 2, n // 2] and not thin[n // 2, n // 2, n // 2]  # the plate is thin, the ball is not
+    blurred = ndimage.gaussian_filter(raw, 1.0, mode="nearest")
+    assert blurred[tip, n // 2, n // 2] <= 0  # what a plain blur does to it

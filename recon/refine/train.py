@@ -179,11 +179,25 @@ def initial_sdf(cfg: RefineConfig, coarse: Mesh) -> Tensor:
     sdf = mesh_sdf_grid(coarse.verts.numpy(), coarse.faces.numpy(), cfg.grid, cfg.bound) / cell
     if cfg.init_smoothing > 0:
         # Dents and bumps of a cell or two in the coarse mesh come from its depth noise; the refinement's
-        # small steps keep what they start from, so they are smoothed away before it starts.
+        # small steps keep what they start from, so they are smoothed away before it starts. A blur would
+        # also erase parts a few cells thin (a wing, a handle), which the refinement cannot grow back (the
+        # band holds only the current surface), so those are left as they are.
         n = cfg.grid + 1
-        blurred = ndimage.gaussian_filter(sdf.reshape(n, n, n).numpy(), cfg.init_smoothing, mode="nearest")
-        sdf = torch.from_numpy(blurred.reshape(-1).astype(np.float32))
+        grid = sdf.reshape(n, n, n).numpy()
+        blurred = ndimage.gaussian_filter(grid, cfg.init_smoothing, mode="nearest")
+        reach = max(2, math.ceil(3 * cfg.init_smoothing))
+        thin = thin_inside(grid, 2 * cfg.init_smoothing, reach)
+        keep = ndimage.binary_dilation(thin, iterations=2) if thin.any() else thin
+        sdf = torch.from_numpy(np.where(keep, grid, blurred).reshape(-1).astype(np.float32))
     return sdf.clamp(-4 * max(cfg.band_width, 1), 4 * max(cfg.band_width, 1))
+
+
+def thin_inside(sdf: np.ndarray, half_thickness: float, reach: int) -> np.ndarray:
+    """Inside points of an SDF volume [X, Y, Z] (in cells, inside > 0) that belong to parts thinner than
+    ``2 * half_thickness`` cells: no point within ``reach`` cells lies deeper than ``half_thickness``.
+    A bulk's surface layer always has deeper points nearby; a sheet or a rod does not."""
+    deepest = ndimage.maximum_filter(sdf, size=2 * reach + 1, mode="nearest")
+    return (sdf > 0) & (deepest < half_thickness)
 
 
 def fit_refined(
