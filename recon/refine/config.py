@@ -85,8 +85,8 @@ class RefineConfig:
     """Adam learning rate of the deformation (pre-tanh)."""
     geometry_lr_final: float = 1.0
     """Geometry learning rates decay linearly to this fraction of their value by the last step."""
-    lr_light: float = 0.05
-    """Adam learning rate of the SG amplitudes (pre-softplus)."""
+    lr_light: float = 0.2
+    """Adam learning rate of the SG amplitudes (pre-softplus); at 0.05 the light stayed too flat in 200 steps."""
     sg_count: int = 24
     """Spherical Gaussians in the light (fixed axes on a Fibonacci sphere, grey amplitudes)."""
     sg_sharpness: float = 12.0
