@@ -95,8 +95,9 @@ class HashEncoding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """[P, 3] world points -> [P, levels * features]; differentiable w.r.t. the table and ``x``.
 
-        On the CPU the numba kernels of recon.coarse._hash_kernels run (about 8x faster than the torch
-        code, forward and backward); elsewhere, and as the tested reference, ``forward_reference``."""
+        On the CPU the numba kernels of recon.coarse._hash_kernels run (at 16k points, 12 levels: forward
+        3.5x, backward 2.3x faster than the torch code); elsewhere, and as the tested reference,
+        ``forward_reference``."""
         u = (((x / self.bound) + 1) * 0.5).clamp(0, 1)
         if x.device.type != "cpu" or x.dtype != torch.float32 or self.table.dtype != torch.float32:
             return self._encode_reference(u)
