@@ -83,7 +83,7 @@ class RefineConfig:
     """Adam learning rate of the SDF (in cells)."""
     lr_deform: float = 0.02
     """Adam learning rate of the deformation (pre-tanh)."""
-    geometry_lr_final: float = 1.0
+    geometry_lr_final: float = 0.1
     """Geometry learning rates decay linearly to this fraction of their value by the last step."""
     lr_light: float = 0.2
     """Adam learning rate of the SG amplitudes (pre-softplus); at 0.05 the light stayed too flat in 200 steps."""
