@@ -20,6 +20,13 @@ DEMO_ORBIT = Path(__file__).resolve().parent / "assets" / "demo_orbit"
 log = logging.getLogger("orbitmesh")
 
 
+def _lit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lit", nargs="?", const="linear", choices=["linear", "srgb"], default=None,
+                        help="Lambertian shading under a soft white light, applied in linear RGB (physical; "
+                             "the default when given) or to the sRGB colour (a stress test); default unlit "
+                             "albedo")
+
+
 def _common(parser: argparse.ArgumentParser, config: bool = True) -> None:
     g = parser.add_argument_group("common options")
     if config:
@@ -145,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", type=float, default=0.0, metavar="DEG",
                    help="amplitude of a sinusoidal elevation (a dynamic orbit); 0 = static")
     p.add_argument("--supersample", type=int, default=3, help="antialiasing samples per pixel side")
-    p.add_argument("--lit", nargs="?", const="linear", choices=["linear", "srgb"], default=None,
-                   help="Lambertian shading under a soft white light, applied in linear RGB (physical; the "
-                        "default when given) or to the sRGB colour (a stress test); default unlit albedo")
+    _lit_option(p)
     p.add_argument("--alpha", action="store_true", help="write RGBA frames")
     _common(p, config=False)
 
@@ -162,9 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fov", type=float, default=33.8, help="vertical field of view in degrees (default 33.8)")
     p.add_argument("--radius", type=float, default=2.0, help="camera distance (default 2.0)")
     p.add_argument("--supersample", type=int, default=3, help="antialiasing samples per pixel side (default 3)")
-    p.add_argument("--lit", nargs="?", const="linear", choices=["linear", "srgb"], default=None,
-                   help="Lambertian shading under a soft white light, applied in linear RGB (physical; the "
-                        "default when given) or to the sRGB colour (a stress test); default unlit albedo")
+    _lit_option(p)
     p.add_argument("--alpha", action="store_true", help="write RGBA frames")
     p.add_argument("--no-transforms", action="store_true", help="do not write transforms.json")
     p.add_argument("--no-normalize", action="store_true",

@@ -29,6 +29,15 @@ def _corner_index(ix, iy, iz, res, direct, size):
     return h % size
 
 
+@njit(cache=True, inline="always")
+def _cell(u, p, res):
+    """Lower corner (int64) and fractions (float32) of point ``p`` in a level of resolution ``res``."""
+    px, py, pz = u[p, 0] * np.float32(res), u[p, 1] * np.float32(res), u[p, 2] * np.float32(res)
+    bx, by, bz = math.floor(px), math.floor(py), math.floor(pz)
+    return (np.int64(bx), np.int64(by), np.int64(bz),
+            px - np.float32(bx), py - np.float32(by), pz - np.float32(bz))
+
+
 @njit(cache=True, parallel=True)
 def hash_forward_kernel(u, table, resolutions, direct, out):
     P = u.shape[0]
@@ -36,15 +45,13 @@ def hash_forward_kernel(u, table, resolutions, direct, out):
     for p in prange(P):
         for lvl in range(L):
             res = resolutions[lvl]
-            px, py, pz = u[p, 0] * np.float32(res), u[p, 1] * np.float32(res), u[p, 2] * np.float32(res)
-            bx, by, bz = math.floor(px), math.floor(py), math.floor(pz)
-            fx, fy, fz = px - np.float32(bx), py - np.float32(by), pz - np.float32(bz)
+            bx, by, bz, fx, fy, fz = _cell(u, p, res)
             for f in range(F):
                 out[p, lvl * F + f] = 0.0
             for c in range(8):
                 ox, oy, oz = c >> 2 & 1, c >> 1 & 1, c & 1
                 w = (fx if ox else 1 - fx) * (fy if oy else 1 - fy) * (fz if oz else 1 - fz)
-                h = _corner_index(np.int64(bx) + ox, np.int64(by) + oy, np.int64(bz) + oz, res, direct[lvl], T)
+                h = _corner_index(bx + ox, by + oy, bz + oz, res, direct[lvl], T)
                 for f in range(F):
                     out[p, lvl * F + f] += w * table[lvl, h, f]
 
@@ -57,13 +64,11 @@ def hash_backward_table_kernel(u, grad_out, resolutions, direct, grad_table):
     for lvl in prange(L):
         res = resolutions[lvl]
         for p in range(P):
-            px, py, pz = u[p, 0] * np.float32(res), u[p, 1] * np.float32(res), u[p, 2] * np.float32(res)
-            bx, by, bz = math.floor(px), math.floor(py), math.floor(pz)
-            fx, fy, fz = px - np.float32(bx), py - np.float32(by), pz - np.float32(bz)
+            bx, by, bz, fx, fy, fz = _cell(u, p, res)
             for c in range(8):
                 ox, oy, oz = c >> 2 & 1, c >> 1 & 1, c & 1
                 w = (fx if ox else 1 - fx) * (fy if oy else 1 - fy) * (fz if oz else 1 - fz)
-                h = _corner_index(np.int64(bx) + ox, np.int64(by) + oy, np.int64(bz) + oz, res, direct[lvl], T)
+                h = _corner_index(bx + ox, by + oy, bz + oz, res, direct[lvl], T)
                 for f in range(F):
                     grad_table[lvl, h, f] += w * grad_out[p, lvl * F + f]
 
@@ -77,13 +82,11 @@ def hash_backward_points_kernel(u, table, grad_out, resolutions, direct, grad_u)
         gx, gy, gz = 0.0, 0.0, 0.0
         for lvl in range(L):
             res = resolutions[lvl]
-            px, py, pz = u[p, 0] * np.float32(res), u[p, 1] * np.float32(res), u[p, 2] * np.float32(res)
-            bx, by, bz = math.floor(px), math.floor(py), math.floor(pz)
-            fx, fy, fz = px - np.float32(bx), py - np.float32(by), pz - np.float32(bz)
+            bx, by, bz, fx, fy, fz = _cell(u, p, res)
             for c in range(8):
                 ox, oy, oz = c >> 2 & 1, c >> 1 & 1, c & 1
                 wx, wy, wz = (fx if ox else 1 - fx), (fy if oy else 1 - fy), (fz if oz else 1 - fz)
-                h = _corner_index(np.int64(bx) + ox, np.int64(by) + oy, np.int64(bz) + oz, res, direct[lvl], T)
+                h = _corner_index(bx + ox, by + oy, bz + oz, res, direct[lvl], T)
                 dot = 0.0
                 for f in range(F):
                     dot += grad_out[p, lvl * F + f] * table[lvl, h, f]

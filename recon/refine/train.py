@@ -187,7 +187,7 @@ def initial_sdf(cfg: RefineConfig, coarse: Mesh) -> Tensor:
         blurred = ndimage.gaussian_filter(grid, cfg.init_smoothing, mode="nearest")
         reach = max(2, math.ceil(3 * cfg.init_smoothing))
         thin = thin_inside(grid, 2 * cfg.init_smoothing, reach)
-        keep = ndimage.binary_dilation(thin, iterations=2) if thin.any() else thin
+        keep = ndimage.binary_dilation(thin, iterations=2)
         sdf = torch.from_numpy(np.where(keep, grid, blurred).reshape(-1).astype(np.float32))
     return sdf.clamp(-4 * max(cfg.band_width, 1), 4 * max(cfg.band_width, 1))
 

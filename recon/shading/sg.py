@@ -45,6 +45,11 @@ def linear_to_srgb(x: Tensor) -> Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp(min=1e-8) ** (1 / 2.4) - 0.055)
 
 
+def shade_linear(albedo: Tensor, factor: Tensor) -> Tensor:
+    """sRGB ``albedo`` [..., 3] times a light ``factor`` [...], the product taken in linear RGB."""
+    return linear_to_srgb(srgb_to_linear(albedo) * factor[..., None])
+
+
 def sg_irradiance_basis(normals: Tensor, axes: Tensor, sharpness: Tensor) -> Tensor:
     """Irradiance from each unit-amplitude lobe at each normal.
 
@@ -105,4 +110,4 @@ class SGLight(nn.Module):
         """[..., 3] sRGB colour of Lambertian ``albedo`` [..., 3] (sRGB) with ``normals`` [..., 3]
         (``irradiance`` [...]: ``self.irradiance(normals)`` when the caller already has it)."""
         irr = self.irradiance(normals) if irradiance is None else irradiance
-        return linear_to_srgb(srgb_to_linear(albedo) * irr[..., None])
+        return shade_linear(albedo, irr)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from recon.shading.sg import linear_to_srgb, srgb_to_linear
+from recon.shading.sg import shade_linear
 
 
 @dataclass
@@ -39,7 +39,5 @@ class SoftLight:
 
     def shade(self, albedo: Tensor, normals: Tensor) -> Tensor:
         """sRGB albedo [..., 3] lit at unit ``normals`` [..., 3] -> sRGB colour [..., 3]."""
-        s = self.factor(normals)[..., None]
-        if self.space == "srgb":
-            return albedo * s
-        return linear_to_srgb(srgb_to_linear(albedo) * s)
+        s = self.factor(normals)
+        return albedo * s[..., None] if self.space == "srgb" else shade_linear(albedo, s)
