@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import trimesh
@@ -285,6 +286,23 @@ def test_edge_topology_of_closed_mesh():
     assert topo.edges.shape[0] == tri.shape[0] * 3 // 2
     assert (topo.edge_faces >= 0).all()
     assert (topo.edges[:, 0] < topo.edges[:, 1]).all()
+
+
+def test_edge_topology_kernel_matches_the_reference():
+    """The linear-time kernel gives the sorting reference's edges and faces exactly: shuffled faces, a
+    boundary, and a non-manifold edge (three faces; slots keep the first two, in face order)."""
+    from recon.render.topology import compute_edge_topology, compute_edge_topology_reference
+
+    _, tri = _sphere(3)
+    gen = torch.Generator().manual_seed(3)
+    tri = tri[torch.randperm(tri.shape[0], generator=gen)][:-7].numpy()  # shuffled, with a hole
+    extra = np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4], [2, 1, 5]]) + tri.max() + 1
+    for case in (tri, extra, np.concatenate([tri, extra])):
+        ref, fast = compute_edge_topology_reference(case), compute_edge_topology(case)
+        assert np.array_equal(fast.edges, ref.edges) and fast.edges.dtype == ref.edges.dtype
+        assert np.array_equal(fast.edge_faces, ref.edge_faces)
+    assert (compute_edge_topology(tri).edge_faces == -1).any()
+    assert compute_edge_topology(np.zeros((0, 3), np.int64)).edges.shape == (0, 2)
 
 
 # ---------------------------------------------------------------- texture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recon.geometry import _kernels as kernels
 from recon.ops import take_rows
 
 
@@ -74,6 +75,15 @@ def smooth_vertex_normals(normals: Tensor, edges: Tensor, iterations: int) -> Te
     DMTet surfaces carry cell-scale bumps; shading them gives speckle that the albedo would have to
     cancel. Averaging over a few rings keeps the shape's shading and drops the bumps'.
     """
+    e = edges.long()
+    if normals.device.type == "cpu" and normals.dtype == torch.float32:
+        return torch.from_numpy(kernels.smooth_normals_kernel(normals.detach().contiguous().numpy(),
+                                                              e.contiguous().numpy(), iterations))
+    return smooth_vertex_normals_reference(normals, e, iterations)
+
+
+def smooth_vertex_normals_reference(normals: Tensor, edges: Tensor, iterations: int) -> Tensor:
+    """``smooth_vertex_normals`` in torch (any device); the CPU runs a numba kernel with the same output."""
     e = edges.long()
     n = normals
     for _ in range(iterations):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recon.geometry import _kernels as kernels
 from recon.ops import take_rows
 
 log = logging.getLogger(__name__)
@@ -183,13 +184,25 @@ def _march(positions: Tensor, sdf: Tensor, tets: Tensor, edges: Tensor, tet_edge
         verts [V, 3], faces [F, 3] int64, face_tet [F] int64 (index into ``tets``), vert_edge [V] (index
         into ``edges`` of each output vertex).
     """
+    inside = sdf.detach() > 0
+    if positions.device.type == "cpu" and positions.dtype == sdf.dtype == torch.float32:
+        faces, face_tet, vert_edge = _march_cpu(inside, tets, edges, tet_edges, positions, sdf)
+        return _crossing_vertices(positions, sdf, edges[vert_edge]), faces, face_tet, vert_edge
     with torch.no_grad():
-        inside = sdf > 0
         faces, face_tet, vert_edge = _march_topology(inside, tets, edges, tet_edges)
     verts = _crossing_vertices(positions, sdf, edges[vert_edge])
     with torch.no_grad():
         faces = _orient(faces, face_tet, verts.detach(), positions.detach(), inside, tets)
     return verts, faces, face_tet, vert_edge
+
+
+def _march_cpu(inside: Tensor, tets: Tensor, edges: Tensor, tet_edges: Tensor, positions: Tensor, sdf: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """``_march_topology`` then ``_orient`` as one numba kernel (same outputs; 5-10x faster on a band)."""
+    out = kernels.march_kernel(inside.numpy(), tets.numpy(), edges.numpy(), tet_edges.numpy(),
+                       positions.detach().contiguous().numpy(), sdf.detach().contiguous().numpy(),
+                       TRIANGLE_TABLE, TRIANGLE_COUNT)
+    return tuple(torch.from_numpy(a) for a in out)
 
 
 def _tet_edges(tets: Tensor) -> tuple[Tensor, Tensor]:
