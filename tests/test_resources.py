@@ -1,0 +1,37 @@
+"""Peak-memory measurement: the kernel's high-water mark (reset per block, nested) and the sampling
+fallback agree with what was allocated."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from recon.eval import resources
+from recon.eval.resources import peak_memory
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _touch(mb: int) -> np.ndarray:
+    return np.ones(mb * 2**20 // 8)  # written, so resident
+
+
+@pytest.mark.parametrize("resettable", [True, False])
+def test_nested_blocks_see_their_own_peaks(monkeypatch, resettable):
+    if resettable and not resources._can_reset_hwm():
+        pytest.skip("this kernel does not let a process reset its high-water mark")
+    monkeypatch.setattr(resources, "_hwm_resettable", resettable)
+    with peak_memory() as outer:
+        big = _touch(300)
+        del big
+        with peak_memory() as inner:
+            small = _touch(60)
+            del small
+        with peak_memory() as idle:
+            pass
+    assert 280 < outer["peak_mb"] < 400
+    assert 50 < inner["peak_mb"] < 120
+    assert idle["peak_mb"] < 20
+    assert outer["seconds"] >= inner["seconds"] > 0
