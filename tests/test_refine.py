@@ -197,3 +197,28 @@ def test_initial_smoothing_keeps_thin_parts():
     assert thin[tip, n // 2, n // 2] and not thin[n // 2, n // 2, n // 2]  # the plate is thin, the ball is not
     blurred = ndimage.gaussian_filter(raw, 1.0, mode="nearest")
     assert blurred[tip, n // 2, n // 2] <= 0  # what a plain blur does to it
+
+
+def test_the_surface_cannot_sink_below_the_floor():
+    """Below the coarse mesh's lowest point (minus the margin) no surface forms: a ball whose SDF reaches
+    below the floor is cut flat there, and the cut mesh stays closed (the band follows the capped SDF)."""
+    from dataclasses import replace
+
+    from recon.geometry.tets import lattice_vertices
+    from recon.refine.train import _Geometry
+
+    cfg = replace(load_config("tiny").refine, grid=32)
+    cell = 2 * cfg.bound / cfg.grid
+    lattice = lattice_vertices(cfg.grid, cfg.bound)
+    sdf = (0.4 - lattice.norm(dim=-1)) / cell
+    floor = -0.2
+    geometry = _Geometry(sdf, cfg, floor)
+    geometry.rebuild_band(1)
+    verts, faces, _ = geometry.extract()
+    mesh = trimesh.Trimesh(verts.detach().numpy(), faces.numpy(), process=True)
+    assert float(verts[:, 1].min()) == pytest.approx(floor, abs=1e-5)
+    assert float(verts[:, 1].max()) == pytest.approx(0.4, abs=cell)
+    assert mesh.is_watertight
+    free = _Geometry(sdf, cfg)
+    free.rebuild_band(1)
+    assert float(free.extract()[0][:, 1].min()) == pytest.approx(-0.4, abs=cell)

@@ -43,6 +43,8 @@ class RefineConfig:
     """Gaussian blur (sigma, in cells) of the coarse mesh's SDF before refinement starts (0: none)."""
     max_deform: float = 0.45
     """Largest vertex displacement, as a fraction of a cell (tanh-bounded)."""
+    floor_margin: float = 1.0
+    """The surface may not sink more than this many cells below the coarse mesh's lowest point (< 0: no floor)."""
     views_per_step: int = 8
     """Views rendered per step (a random subset; all views when >= their number)."""
     resolutions: tuple[int, ...] = (128, 256, 384)

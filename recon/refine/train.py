@@ -106,18 +106,20 @@ def _level(orbit: Orbit, size: int) -> _Level:
 class _Geometry(torch.nn.Module):
     """SDF and deformation on the lattice, and the band currently extracted."""
 
-    def __init__(self, sdf_cells: Tensor, cfg: RefineConfig):
+    def __init__(self, sdf_cells: Tensor, cfg: RefineConfig, floor: float = -math.inf):
         super().__init__()
         self.resolution, self.bound, self.max_deform = cfg.grid, cfg.bound, cfg.max_deform
         self.cell = 2 * cfg.bound / cfg.grid
         self.register_buffer("lattice", lattice_vertices(cfg.grid, cfg.bound))
+        # Height above the floor in cells: the SDF is capped by it, so no surface forms below the floor.
+        self.register_buffer("above_floor", (self.lattice[:, 1] - floor) / self.cell)
         self.sdf = torch.nn.Parameter(sdf_cells.clone())
         self.deform = torch.nn.Parameter(torch.zeros(sdf_cells.shape[0], 3))
         self.band: TetBand | None = None
 
     def rebuild_band(self, width: int) -> TetBand:
         n = self.resolution + 1
-        self.band = narrow_band(self.sdf.detach().reshape(n, n, n), width)
+        self.band = narrow_band(self.capped_sdf().reshape(n, n, n), width)
         return self.band
 
     @torch.no_grad()
@@ -143,12 +145,17 @@ class _Geometry(torch.nn.Module):
             box = grid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].clone()
             grid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = binomial_blur(box, passes)
 
+    @torch.no_grad()
+    def capped_sdf(self) -> Tensor:
+        """[(R+1)^3] the SDF on the whole lattice as the surface sees it (capped by the floor)."""
+        return torch.minimum(self.sdf, self.above_floor)
+
     def band_state(self) -> tuple[Tensor, Tensor]:
         """(positions [Vb, 3], sdf [Vb]) of the band's vertices, differentiable."""
         assert self.band is not None
         v = self.band.verts
         pos = self.lattice[v] + self.max_deform * self.cell * torch.tanh(take_rows(self.deform, v))
-        return pos, take_rows(self.sdf, v)
+        return pos, torch.minimum(take_rows(self.sdf, v), self.above_floor[v])
 
     def extract(self) -> tuple[Tensor, Tensor, Tensor]:
         pos, sdf = self.band_state()
@@ -237,7 +244,12 @@ def fit_refined(
     gen = torch.Generator().manual_seed(seed + 1)
     orbit = orbit.to("cpu")
     t_init = time.perf_counter()
-    geometry = _Geometry(initial_sdf(cfg, coarse), cfg)
+    # Below the coarse mesh's lowest point no view saw matter (the coarse stage cut its mesh at the lowest
+    # observed surface); in the wedge under an object seen from above nothing else holds the surface, and
+    # over 1000 steps it sank up to 2.7 cm there, which also shifts a bounding-box-normalised evaluation.
+    floor = float(coarse.verts[:, 1].min()) - cfg.floor_margin * 2 * cfg.bound / cfg.grid \
+        if cfg.floor_margin >= 0 else -math.inf
+    geometry = _Geometry(initial_sdf(cfg, coarse), cfg, floor)
     albedo_init = {"bound": cfg.bound, "levels": cfg.albedo.levels, "log2_size": cfg.albedo.log2_size,
                    "base_res": cfg.albedo.base_res, "max_res": cfg.albedo.max_res, "hidden": cfg.albedo.hidden}
     light_init = {"count": cfg.sg_count, "sharpness": cfg.sg_sharpness}
@@ -365,7 +377,7 @@ def fit_refined(
     log.info("refinement: %d steps in %.1f s, loss %.4f, train PSNR %.2f dB, %d faces", cfg.steps - start, seconds,
              loss_val, psnr_val, mesh.faces.shape[0])
     init = {"albedo": albedo_init, "light": light_init}
-    return RefinedAsset(mesh, albedo, light, geometry.sdf.detach().clone(), geometry.deform.detach().clone(),
+    return RefinedAsset(mesh, albedo, light, geometry.capped_sdf().clone(), geometry.deform.detach().clone(),
                         cfg.grid, cfg.bound, cfg.max_deform, init, cfg.steps, metrics)
 
 
