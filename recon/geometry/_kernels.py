@@ -1,8 +1,9 @@
-"""numba kernels of the refinement's per-step mesh work on the CPU: the combinatorial part of marching
-tetrahedra (with the orientation of each face) and 1-ring normal smoothing. Called only through
-``recon.geometry.tets`` and ``recon.geometry.regularizers``, whose torch code is the reference these
-are tested against (identical outputs). Both run once per refinement step over the whole band, where
-the torch versions spend most of their time allocating temporaries.
+"""numba kernels of the refinement's per-step work on the CPU: the combinatorial part of marching
+tetrahedra (with the orientation of each face), 1-ring normal smoothing and the binomial blur of the
+lattice gradients. Called through ``recon.geometry.tets``, ``recon.geometry.regularizers`` and
+``recon.refine.train.binomial_blur``, whose torch code is the reference these are tested against
+(identical outputs). Each runs once per refinement step over the whole band, where the torch versions
+spent most of their time allocating temporaries.
 """
 
 from __future__ import annotations
