@@ -30,6 +30,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from recon.data.cameras import Cameras
+from recon.extract import with_floor
 from recon.geometry._kernels import binomial_pass_kernel
 from recon.geometry.mesh_sdf import mesh_sdf_grid
 from recon.geometry.regularizers import (
@@ -111,7 +112,8 @@ class _Geometry(torch.nn.Module):
         self.resolution, self.bound, self.max_deform = cfg.grid, cfg.bound, cfg.max_deform
         self.cell = 2 * cfg.bound / cfg.grid
         self.register_buffer("lattice", lattice_vertices(cfg.grid, cfg.bound))
-        # Height above the floor in cells: the SDF is capped by it, so no surface forms below the floor.
+        # Height above the floor in cells: the SDF is cut by it (``with_floor``, as the coarse mesh was),
+        # so no surface forms below the floor.
         self.register_buffer("above_floor", (self.lattice[:, 1] - floor) / self.cell)
         self.sdf = torch.nn.Parameter(sdf_cells.clone())
         self.deform = torch.nn.Parameter(torch.zeros(sdf_cells.shape[0], 3))
@@ -147,15 +149,15 @@ class _Geometry(torch.nn.Module):
 
     @torch.no_grad()
     def capped_sdf(self) -> Tensor:
-        """[(R+1)^3] the SDF on the whole lattice as the surface sees it (capped by the floor)."""
-        return torch.minimum(self.sdf, self.above_floor)
+        """[(R+1)^3] the SDF on the whole lattice as the surface sees it (cut by the floor)."""
+        return with_floor(self.sdf, self.above_floor, 0.0)
 
     def band_state(self) -> tuple[Tensor, Tensor]:
         """(positions [Vb, 3], sdf [Vb]) of the band's vertices, differentiable."""
         assert self.band is not None
         v = self.band.verts
         pos = self.lattice[v] + self.max_deform * self.cell * torch.tanh(take_rows(self.deform, v))
-        return pos, torch.minimum(take_rows(self.sdf, v), self.above_floor[v])
+        return pos, with_floor(take_rows(self.sdf, v), self.above_floor[v], 0.0)
 
     def extract(self) -> tuple[Tensor, Tensor, Tensor]:
         pos, sdf = self.band_state()
