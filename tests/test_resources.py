@@ -3,6 +3,7 @@ fallback agree with what was allocated."""
 
 from __future__ import annotations
 
+import mmap
 import sys
 
 import numpy as np
@@ -14,8 +15,13 @@ from recon.eval.resources import peak_memory
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-def _touch(mb: int) -> np.ndarray:
-    return np.ones(mb * 2**20 // 8)  # written, so resident
+def _touch(mb: int) -> None:
+    """Make ``mb`` MiB resident and release them. Fresh anonymous pages, not the allocator's: earlier
+    tests can leave freed memory that a malloc would reuse without raising the resident size."""
+    with mmap.mmap(-1, mb * 2**20) as pages:
+        view = np.frombuffer(pages, dtype=np.uint8)
+        view[:] = 1  # written, so resident
+        del view
 
 
 @pytest.mark.parametrize("resettable", [True, False])
@@ -24,11 +30,9 @@ def test_nested_blocks_see_their_own_peaks(monkeypatch, resettable):
         pytest.skip("this kernel does not let a process reset its high-water mark")
     monkeypatch.setattr(resources, "_hwm_resettable", resettable)
     with peak_memory() as outer:
-        big = _touch(300)
-        del big
+        _touch(300)
         with peak_memory() as inner:
-            small = _touch(60)
-            del small
+            _touch(60)
         with peak_memory() as idle:
             pass
     assert 280 < outer["peak_mb"] < 400
