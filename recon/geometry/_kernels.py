@@ -11,8 +11,28 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+_CHUNKS = 64
+"""Contiguous ranges the marching kernel splits edges and tets into: each is counted in parallel, an
+exclusive prefix sum over the counts gives each range its output offset, and each is then filled in
+parallel, so the outputs keep the serial order exactly."""
 
-@njit(cache=True)
+
+@njit(cache=True, inline="always")
+def _chunk(n, c):
+    return n * c // _CHUNKS, n * (c + 1) // _CHUNKS
+
+
+@njit(cache=True, inline="always")
+def _exclusive_cumsum(counts, start):
+    out = np.empty(counts.shape[0], np.int64)
+    total = start
+    for c in range(counts.shape[0]):
+        out[c] = total
+        total += counts[c]
+    return out, total
+
+
+@njit(cache=True, parallel=True)
 def march_kernel(inside, tets, edges, tet_edges, positions, sdf, table, tri_count):
     """Marching tetrahedra's topology, faces oriented outwards.
 
@@ -26,68 +46,94 @@ def march_kernel(inside, tets, edges, tet_edges, positions, sdf, table, tri_coun
     """
     E = edges.shape[0]
     T = tets.shape[0]
-    edge_to_vert = np.full(E, -1, np.int64)
-    nv = 0
-    for e in range(E):
-        if inside[edges[e, 0]] != inside[edges[e, 1]]:
-            edge_to_vert[e] = nv
-            nv += 1
+    edge_counts = np.zeros(_CHUNKS, np.int64)
+    for c in prange(_CHUNKS):
+        lo, hi = _chunk(E, c)
+        n = 0
+        for e in range(lo, hi):
+            if inside[edges[e, 0]] != inside[edges[e, 1]]:
+                n += 1
+        edge_counts[c] = n
+    edge_start, nv = _exclusive_cumsum(edge_counts, 0)
+    edge_to_vert = np.empty(E, np.int64)
     vert_edge = np.empty(nv, np.int64)
     cross = np.empty((nv, 3), np.float32)
-    for e in range(E):
-        v = edge_to_vert[e]
-        if v >= 0:
-            vert_edge[v] = e
+    for c in prange(_CHUNKS):
+        lo, hi = _chunk(E, c)
+        v = edge_start[c]
+        for e in range(lo, hi):
             a, b = edges[e, 0], edges[e, 1]
+            if inside[a] == inside[b]:
+                edge_to_vert[e] = -1
+                continue
+            edge_to_vert[e] = v
+            vert_edge[v] = e
             sa, sb = sdf[a], sdf[b]
-            for c in range(3):
-                cross[v, c] = (positions[a, c] * sb - positions[b, c] * sa) / (sb - sa)
+            for k in range(3):
+                cross[v, k] = (positions[a, k] * sb - positions[b, k] * sa) / (sb - sa)
+            v += 1
     codes = np.empty(T, np.int64)
-    nf = 0
-    for t in range(T):
-        code = 0
-        for m in range(4):
-            if inside[tets[t, m]]:
-                code |= 1 << m
-        codes[t] = code
-        nf += tri_count[code]
+    first_counts = np.zeros(_CHUNKS, np.int64)
+    second_counts = np.zeros(_CHUNKS, np.int64)
+    for c in prange(_CHUNKS):
+        lo, hi = _chunk(T, c)
+        n1 = n2 = 0
+        for t in range(lo, hi):
+            code = 0
+            for m in range(4):
+                if inside[tets[t, m]]:
+                    code |= 1 << m
+            codes[t] = code
+            if tri_count[code] >= 1:
+                n1 += 1
+            if tri_count[code] >= 2:
+                n2 += 1
+        first_counts[c] = n1
+        second_counts[c] = n2
+    first_start, n_first = _exclusive_cumsum(first_counts, 0)
+    second_start, nf = _exclusive_cumsum(second_counts, n_first)
     faces = np.empty((nf, 3), np.int64)
     face_tet = np.empty(nf, np.int64)
-    k = 0
-    for slot in range(2):
-        for t in range(T):
+    for c in prange(_CHUNKS):
+        lo, hi = _chunk(T, c)
+        k_first, k_second = first_start[c], second_start[c]
+        for t in range(lo, hi):
             code = codes[t]
-            if tri_count[code] <= slot:
-                continue
-            i0 = edge_to_vert[tet_edges[t, table[code, slot, 0]]]
-            i1 = edge_to_vert[tet_edges[t, table[code, slot, 1]]]
-            i2 = edge_to_vert[tet_edges[t, table[code, slot, 2]]]
-            # Outward: from the mean of the tet's inside vertices to the mean of its outside ones.
-            n_in = 0
-            ix = iy = iz = ox = oy = oz = np.float32(0)
-            for m in range(4):
-                p = tets[t, m]
-                if inside[p]:
-                    n_in += 1
-                    ix += positions[p, 0]
-                    iy += positions[p, 1]
-                    iz += positions[p, 2]
+            for slot in range(tri_count[code]):
+                if slot == 0:
+                    k = k_first
+                    k_first += 1
                 else:
-                    ox += positions[p, 0]
-                    oy += positions[p, 1]
-                    oz += positions[p, 2]
-            w_in, w_out = np.float32(1 / n_in), np.float32(1 / (4 - n_in))
-            ax, ay, az = cross[i1, 0] - cross[i0, 0], cross[i1, 1] - cross[i0, 1], cross[i1, 2] - cross[i0, 2]
-            bx, by, bz = cross[i2, 0] - cross[i0, 0], cross[i2, 1] - cross[i0, 1], cross[i2, 2] - cross[i0, 2]
-            nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
-            dot = nx * (ox * w_out - ix * w_in) + ny * (oy * w_out - iy * w_in) + nz * (oz * w_out - iz * w_in)
-            faces[k, 0] = i0
-            if dot < 0:
-                faces[k, 1], faces[k, 2] = i2, i1
-            else:
-                faces[k, 1], faces[k, 2] = i1, i2
-            face_tet[k] = t
-            k += 1
+                    k = k_second
+                    k_second += 1
+                i0 = edge_to_vert[tet_edges[t, table[code, slot, 0]]]
+                i1 = edge_to_vert[tet_edges[t, table[code, slot, 1]]]
+                i2 = edge_to_vert[tet_edges[t, table[code, slot, 2]]]
+                # Outward: from the mean of the tet's inside vertices to the mean of its outside ones.
+                n_in = 0
+                ix = iy = iz = ox = oy = oz = np.float32(0)
+                for m in range(4):
+                    p = tets[t, m]
+                    if inside[p]:
+                        n_in += 1
+                        ix += positions[p, 0]
+                        iy += positions[p, 1]
+                        iz += positions[p, 2]
+                    else:
+                        ox += positions[p, 0]
+                        oy += positions[p, 1]
+                        oz += positions[p, 2]
+                w_in, w_out = np.float32(1 / n_in), np.float32(1 / (4 - n_in))
+                ax, ay, az = cross[i1, 0] - cross[i0, 0], cross[i1, 1] - cross[i0, 1], cross[i1, 2] - cross[i0, 2]
+                bx, by, bz = cross[i2, 0] - cross[i0, 0], cross[i2, 1] - cross[i0, 1], cross[i2, 2] - cross[i0, 2]
+                nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+                dot = nx * (ox * w_out - ix * w_in) + ny * (oy * w_out - iy * w_in) + nz * (oz * w_out - iz * w_in)
+                faces[k, 0] = i0
+                if dot < 0:
+                    faces[k, 1], faces[k, 2] = i2, i1
+                else:
+                    faces[k, 1], faces[k, 2] = i1, i2
+                face_tet[k] = t
     return faces, face_tet, vert_edge
 
 

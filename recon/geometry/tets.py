@@ -198,7 +198,8 @@ def _march(positions: Tensor, sdf: Tensor, tets: Tensor, edges: Tensor, tet_edge
 
 def _march_cpu(inside: Tensor, tets: Tensor, edges: Tensor, tet_edges: Tensor, positions: Tensor, sdf: Tensor
                ) -> tuple[Tensor, Tensor, Tensor]:
-    """``_march_topology`` then ``_orient`` as one numba kernel (same outputs; 38 -> 15 ms on a 165k-face band)."""
+    """``_march_topology`` then ``_orient`` as one numba kernel (same outputs). Measured on 2 cores: 38 -> 15 ms
+    on a 165k-face band serially; split over both cores, 25 -> 14 ms on the bunny's 232k-face band."""
     out = kernels.march_kernel(inside.numpy(), tets.numpy(), edges.numpy(), tet_edges.numpy(),
                        positions.detach().contiguous().numpy(), sdf.detach().contiguous().numpy(),
                        TRIANGLE_TABLE, TRIANGLE_COUNT)
