@@ -15,10 +15,13 @@ from recon.refine.train import HookContext, fit_refined
 from recon.types import Mesh, RefinedAsset
 
 
-def _sphere_mesh(radius: float) -> Mesh:
-    m = trimesh.creation.icosphere(3, radius=radius)
+def _grey_mesh(m: trimesh.Trimesh) -> Mesh:
     return Mesh(torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces, dtype=torch.int64),
                 torch.full((len(m.vertices), 3), 0.5))
+
+
+def _sphere_mesh(radius: float) -> Mesh:
+    return _grey_mesh(trimesh.creation.icosphere(3, radius=radius))
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +238,7 @@ def test_refinement_keeps_the_hole_of_the_torus(tiny_cfg):
     truth = scene.shapes[0].mesh(detail=2)
     start = truth.copy()
     start.apply_scale(0.95)
-    coarse = Mesh(torch.tensor(start.vertices, dtype=torch.float32), torch.tensor(start.faces, dtype=torch.int64),
-                  torch.full((len(start.vertices), 3), 0.5))
-    asset = fit_refined(tiny_cfg, orbit, coarse, seed=0, progress=False)
+    asset = fit_refined(tiny_cfg, orbit, _grey_mesh(start), seed=0, progress=False)
     m = trimesh.Trimesh(asset.mesh.verts.numpy(), asset.mesh.faces.numpy())
     assert m.is_watertight and len(m.split(only_watertight=False)) == 1
     assert m.euler_number == 0  # genus 1: the hole is still open
