@@ -40,6 +40,14 @@ def test_gradient_blur_kernel_is_bit_identical_to_the_torch_code():
         ref = binomial_blur(box.clone().permute(3, 0, 1, 2).contiguous().permute(1, 2, 3, 0), 2)
         assert not torch.equal(fast, box)
         assert torch.equal(fast, ref)
+    # In place on a sub-box view of a larger lattice (what the refinement blurs): same values as the torch
+    # code on a copy of the sub-box, and nothing outside the sub-box changes.
+    lattice = torch.randn(12, 10, 9, 3, generator=gen)
+    expected = lattice.clone()
+    expected[2:9, 1:8, 3:7] = binomial_blur(
+        lattice[2:9, 1:8, 3:7].clone().permute(3, 0, 1, 2).contiguous().permute(1, 2, 3, 0), 2)
+    binomial_blur(lattice[2:9, 1:8, 3:7], 2)
+    assert torch.equal(lattice, expected)
     # A single spike spreads with the binomial weights (variance 1/2 per pass and axis).
     spike = torch.zeros(9, 9, 9, 1)
     spike[4, 4, 4] = 1

@@ -166,27 +166,30 @@ def smooth_normals_kernel(normals, edges, iterations):
 
 @njit(cache=True, parallel=True)
 def binomial_pass_kernel(volume, passes):
-    """``passes`` in-place passes of the filter [1, 2, 1] / 4 along the middle axis of ``volume``
-    [outer, n, inner] (float32); the first and last entries along that axis stay as they are.
+    """``passes`` in-place passes of the filter [1, 2, 1] / 4 along the third axis of ``volume``
+    [outer1, outer2, n, inner] (float32, any strides: a view into a larger array works); the first and
+    last entries along that axis stay as they are.
 
     Each pass computes ``0.5 x[i] + 0.25 (x[i-1] + x[i+1])`` from the previous pass's values, in the
-    reference's operation order (bit-identical results). Split over (outer, inner block) pairs.
+    reference's operation order (bit-identical results). Split over (outer1, outer2, inner block) items.
     """
-    outer, n, inner = volume.shape
+    outer1, outer2, n, inner = volume.shape
     block = 64
     blocks = (inner + block - 1) // block
+    items = outer1 * outer2 * blocks
     half, quarter = np.float32(0.5), np.float32(0.25)
-    prev_rows = np.empty((outer * blocks, min(block, inner)), np.float32)  # one allocation, not one per item
-    for item in prange(outer * blocks):
-        o, m0 = item // blocks, (item % blocks) * block
+    prev_rows = np.empty((items, min(block, inner)), np.float32)  # one allocation, not one per item
+    for item in prange(items):
+        line, m0 = item // blocks, (item % blocks) * block
+        o1, o2 = line // outer2, line % outer2
         m1 = min(m0 + block, inner)
         prev = prev_rows[item]
         for _ in range(passes):
             for m in range(m0, m1):
-                prev[m - m0] = volume[o, 0, m]
+                prev[m - m0] = volume[o1, o2, 0, m]
             for i in range(1, n - 1):
                 for m in range(m0, m1):
-                    cur = volume[o, i, m]
-                    volume[o, i, m] = half * cur + quarter * (prev[m - m0] + volume[o, i + 1, m])
+                    cur = volume[o1, o2, i, m]
+                    volume[o1, o2, i, m] = half * cur + quarter * (prev[m - m0] + volume[o1, o2, i + 1, m])
                     prev[m - m0] = cur
     return volume
