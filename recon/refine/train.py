@@ -100,7 +100,7 @@ def _level(orbit: Orbit, size: int) -> _Level:
     sigma = (0, 0.04 * size, 0.04 * size)
     # Blur inside the mask only (normalised convolution), so the background does not leak in.
     low = ndimage.gaussian_filter(lum * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-4)
-    return _Level(images, masks.contiguous(), torch.from_numpy(low.astype(np.float32)),
+    return _Level(images.contiguous(), masks.contiguous(), torch.from_numpy(low.astype(np.float32)),
                   orbit.cameras.scaled(size, size))
 
 
@@ -320,14 +320,15 @@ def fit_refined(
             f = faces[r[:, 3].long() - 1]
             w = torch.stack([r[:, 0], r[:, 1], 1 - r[:, 0] - r[:, 1]], dim=-1)[..., None]
             points = (take_rows(verts, f) * w).sum(1)
-            vn = vertex_normals(verts, faces)
             if cfg.shading_moves_geometry:
+                vn = vertex_normals(verts, faces)
                 normals = torch.nn.functional.normalize((take_rows(vn, f) * w).sum(1), dim=-1)
             else:
                 # Shading gradients on the normals let the geometry explain texture by relief (a box's
                 # letters carved in to make them dark), so by default the shading sees fixed normals,
                 # smoothed over a few rings so cell-scale bumps do not speckle the albedo.
                 with torch.no_grad():
+                    vn = vertex_normals(verts, faces)
                     vn = smooth_vertex_normals(vn, torch.from_numpy(topo.edges), cfg.normal_smoothing)
                     normals = torch.nn.functional.normalize((vn[f] * w.detach()).sum(1), dim=-1)
             if step < cfg.warmup_steps or not cfg.photometric_moves_geometry:
@@ -335,9 +336,12 @@ def fit_refined(
             alb = albedo(points)
             irr = light.irradiance(normals)
             rgb = light.shade(alb, normals, irradiance=irr)
-            target = lvl.images[views][b, y, x]
+            # Gathered from the whole stack by flat index: indexing lvl.images[views] first would copy the
+            # views' full images every step.
+            flat = (views[b] * H + y) * W + x
+            target = take_rows(lvl.images.reshape(-1, 3), flat)
             rgb_loss = _photometric(cfg, rgb, target)
-            lum = lvl.luminance[views][b, y, x]
+            lum = lvl.luminance.reshape(-1)[flat]
             illum_loss = ((irr / irr.mean() - lum / lum.mean().clamp(min=1e-4)) ** 2).mean()
             m = min(pix.shape[0], 4096)
             jitter = torch.randn(m, 3, generator=gen) * cfg.albedo_smooth_radius
