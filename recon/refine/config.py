@@ -99,3 +99,8 @@ class RefineConfig:
     """Steps between checkpoints (0: only at the end)."""
     albedo: AlbedoConfig = dataclasses.field(default_factory=AlbedoConfig)
     """The albedo field."""
+
+    @property
+    def cell(self) -> float:
+        """Edge length of a grid cell, world units (derived: 2 bound / grid)."""
+        return 2 * self.bound / self.grid

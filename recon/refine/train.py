@@ -110,7 +110,7 @@ class _Geometry(torch.nn.Module):
     def __init__(self, sdf_cells: Tensor, cfg: RefineConfig, floor: float = -math.inf):
         super().__init__()
         self.resolution, self.bound, self.max_deform = cfg.grid, cfg.bound, cfg.max_deform
-        self.cell = 2 * cfg.bound / cfg.grid
+        self.cell = cfg.cell
         self.register_buffer("lattice", lattice_vertices(cfg.grid, cfg.bound))
         # Height above the floor in cells: the SDF is cut by it (``with_floor``, as the coarse mesh was),
         # so no surface forms below the floor.
@@ -174,11 +174,11 @@ def binomial_blur(box: Tensor, passes: int) -> Tensor:
     if box.device.type == "cpu" and box.dtype == torch.float32 and box.stride(3) == 1 \
             and box.stride(2) == box.shape[3]:
         X, Y, Z, C = box.shape
-        sx, sy = box.stride(0) * 4, box.stride(1) * 4
         volume = box.numpy()
+        sx, sy, _, sc = volume.strides
         # Views only (as_strided over the same memory): (z, c) merge into one packed axis of Z * C.
-        rows = np.lib.stride_tricks.as_strided(volume, (1, Y, X, Z * C), (0, sy, sx, 4))
-        cols = np.lib.stride_tricks.as_strided(volume, (X, 1, Y, Z * C), (sx, 0, sy, 4))
+        rows = np.lib.stride_tricks.as_strided(volume, (1, Y, X, Z * C), (0, sy, sx, sc))
+        cols = np.lib.stride_tricks.as_strided(volume, (X, 1, Y, Z * C), (sx, 0, sy, sc))
         for view in (rows, cols, volume):
             binomial_pass_kernel(view, passes)
         return box
@@ -205,7 +205,7 @@ def _photometric(cfg: RefineConfig, pred: Tensor, target: Tensor) -> Tensor:
 
 def initial_sdf(cfg: RefineConfig, coarse: Mesh) -> Tensor:
     """[(R+1)^3] SDF of the coarse mesh on the lattice, in cells (inside > 0), clamped to the band scale."""
-    cell = 2 * cfg.bound / cfg.grid
+    cell = cfg.cell
     sdf = mesh_sdf_grid(coarse.verts.numpy(), coarse.faces.numpy(), cfg.grid, cfg.bound) / cell
     if cfg.init_smoothing > 0:
         # Dents and bumps of a cell or two in the coarse mesh come from its depth noise; the refinement's
@@ -256,8 +256,7 @@ def fit_refined(
     # Below the coarse mesh's lowest point no view saw matter (the coarse stage cut its mesh at the lowest
     # observed surface); in the wedge under an object seen from above nothing else holds the surface, and
     # over 1000 steps it sank up to 2.7 cm there, which also shifts a bounding-box-normalised evaluation.
-    floor = float(coarse.verts[:, 1].min()) - cfg.floor_margin * 2 * cfg.bound / cfg.grid \
-        if cfg.floor_margin >= 0 else -math.inf
+    floor = float(coarse.verts[:, 1].min()) - cfg.floor_margin * cfg.cell if cfg.floor_margin >= 0 else -math.inf
     geometry = _Geometry(initial_sdf(cfg, coarse), cfg, floor)
     albedo_init = {"bound": cfg.bound, "levels": cfg.albedo.levels, "log2_size": cfg.albedo.log2_size,
                    "base_res": cfg.albedo.base_res, "max_res": cfg.albedo.max_res, "hidden": cfg.albedo.hidden}
