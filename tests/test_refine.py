@@ -217,7 +217,7 @@ def test_the_surface_cannot_sink_below_the_floor():
     floor = -0.2
     geometry = _Geometry(sdf, cfg, floor)
     geometry.rebuild_band(1)
-    verts, faces, _ = geometry.extract()
+    verts, faces, _, _ = geometry.extract()
     mesh = trimesh.Trimesh(verts.detach().numpy(), faces.numpy(), process=True)
     assert float(verts[:, 1].min()) == pytest.approx(floor, abs=1e-5)
     assert float(verts[:, 1].max()) == pytest.approx(0.4, abs=cell)

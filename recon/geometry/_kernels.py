@@ -1,9 +1,10 @@
 """numba kernels of the refinement's per-step work on the CPU: the combinatorial part of marching
-tetrahedra (with the orientation of each face), 1-ring normal smoothing and the binomial blur of the
-lattice gradients. Called through ``recon.geometry.tets``, ``recon.geometry.regularizers`` and
-``recon.refine.train.binomial_blur``, whose torch code is the reference these are tested against
-(identical outputs). Each runs once per refinement step over the whole band, where the torch versions
-spent most of their time allocating temporaries.
+tetrahedra (with the orientation of each face), 1-ring normal smoothing, the binomial blur of the
+lattice gradients, vertex normals, and the normal-consistency and Laplacian regularisers with their
+backward passes. Called through ``recon.geometry.tets``, ``recon.geometry.regularizers``,
+``recon.render.views.vertex_normals`` and ``recon.refine.train.binomial_blur``, whose torch code is the
+reference these are tested against. Each runs once per refinement step over the whole band, where the
+torch versions spent most of their time gathering, scattering and allocating temporaries.
 """
 
 from __future__ import annotations
@@ -138,29 +139,54 @@ def march_kernel(inside, tets, edges, tet_edges, positions, sdf, table, tri_coun
 
 
 @njit(cache=True)
+def _neighbour_lists(edges, V):
+    """CSR 1-ring of each vertex: (start [V + 1], neighbour [2 E]). A vertex lists the other ends of the
+    edges where it is the first endpoint, in edge order, then of those where it is the second: the order
+    in which the reference's two ``index_add_`` calls add them."""
+    start = np.zeros(V + 1, np.int64)
+    for e in range(edges.shape[0]):
+        start[edges[e, 0] + 1] += 1
+        start[edges[e, 1] + 1] += 1
+    for v in range(V):
+        start[v + 1] += start[v]
+    fill = start[:-1].copy()
+    neighbour = np.empty(2 * edges.shape[0], np.int64)
+    for e in range(edges.shape[0]):
+        a = edges[e, 0]
+        neighbour[fill[a]] = edges[e, 1]
+        fill[a] += 1
+    for e in range(edges.shape[0]):
+        b = edges[e, 1]
+        neighbour[fill[b]] = edges[e, 0]
+        fill[b] += 1
+    return start, neighbour
+
+
+@njit(cache=True, parallel=True)
 def smooth_normals_kernel(normals, edges, iterations):
     """[V, 3] float32 normals averaged with their 1-ring ``iterations`` times, renormalised each time.
+
+    Each vertex gathers its neighbours in the reference's summation order (bit-identical results), so the
+    vertices are independent and split over the cores.
 
     Args:
         normals: [V, 3] float32 (not modified); edges: [E, 2] int64 unique undirected edges.
     """
+    V = normals.shape[0]
+    start, neighbour = _neighbour_lists(edges, V)
     n = normals.copy()
-    total = np.empty_like(n)
-    V = n.shape[0]
+    nxt = np.empty_like(n)
     for _ in range(iterations):
-        total[:] = n
-        # Both directions in turn, as the reference's two index_add_ calls (same summation order).
-        for e in range(edges.shape[0]):
-            for c in range(3):
-                total[edges[e, 0], c] += n[edges[e, 1], c]
-        for e in range(edges.shape[0]):
-            for c in range(3):
-                total[edges[e, 1], c] += n[edges[e, 0], c]
-        for v in range(V):
-            length = np.sqrt(total[v, 0] ** 2 + total[v, 1] ** 2 + total[v, 2] ** 2)
-            length = max(length, np.float32(1e-12))
-            for c in range(3):
-                n[v, c] = total[v, c] / length
+        for v in prange(V):
+            tx, ty, tz = n[v, 0], n[v, 1], n[v, 2]
+            for k in range(start[v], start[v + 1]):
+                u = neighbour[k]
+                tx += n[u, 0]
+                ty += n[u, 1]
+                tz += n[u, 2]
+            length = max(np.sqrt(tx * tx + ty * ty + tz * tz), np.float32(1e-12))
+            nxt[v, 0], nxt[v, 1], nxt[v, 2] = tx / length, ty / length, tz / length
+        n, nxt = nxt, n
     return n
 
 
@@ -193,3 +219,157 @@ def binomial_pass_kernel(volume, passes):
                     volume[o1, o2, i, m] = half * cur + quarter * (prev[m - m0] + volume[o1, o2, i + 1, m])
                     prev[m - m0] = cur
     return volume
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mesh regularisers, forward and backward. Sums run in float64 in a fixed order (deterministic for any
+# thread count); the torch functions in ``recon.geometry.regularizers`` are the reference.
+
+_NORMAL_EPS = 1e-12
+"""``torch.nn.functional.normalize``'s eps: a vector shorter than this is divided by it instead."""
+
+
+@njit(cache=True, parallel=True)
+def face_cross_kernel(verts, faces):
+    """(cross [F, 3] float64, length [F] float64): ``(v1 - v0) x (v2 - v0)`` of each face and its norm."""
+    F = faces.shape[0]
+    cross = np.empty((F, 3), np.float64)
+    length = np.empty(F, np.float64)
+    for f in prange(F):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        ax, ay, az = verts[i1, 0] - verts[i0, 0], verts[i1, 1] - verts[i0, 1], verts[i1, 2] - verts[i0, 2]
+        bx, by, bz = verts[i2, 0] - verts[i0, 0], verts[i2, 1] - verts[i0, 1], verts[i2, 2] - verts[i0, 2]
+        cx, cy, cz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+        cross[f, 0], cross[f, 1], cross[f, 2] = cx, cy, cz
+        length[f] = np.sqrt(cx * cx + cy * cy + cz * cz)
+    return cross, length
+
+
+@njit(cache=True, parallel=True)
+def unit_normals_kernel(cross, length):
+    """[F, 3] float64 ``cross / max(length, eps)``, as ``torch.nn.functional.normalize``."""
+    F = cross.shape[0]
+    out = np.empty((F, 3), np.float64)
+    for f in prange(F):
+        inv = 1.0 / max(length[f], _NORMAL_EPS)
+        for c in range(3):
+            out[f, c] = cross[f, c] * inv
+    return out
+
+
+@njit(cache=True)
+def normal_consistency_forward_kernel(normals, edge_faces):
+    """(mean of ``1 - n_a . n_b`` over edges with two faces, their count); ``normals`` [F, 3] unit."""
+    total = 0.0
+    count = 0
+    for e in range(edge_faces.shape[0]):
+        fa, fb = edge_faces[e, 0], edge_faces[e, 1]
+        if fa < 0 or fb < 0:
+            continue
+        total += 1.0 - (normals[fa, 0] * normals[fb, 0] + normals[fa, 1] * normals[fb, 1]
+                        + normals[fa, 2] * normals[fb, 2])
+        count += 1
+    return (total / count if count else 0.0), count
+
+
+@njit(cache=True)
+def normal_consistency_backward_kernel(verts, faces, normals, length, edge_faces, count, grad):
+    """[V, 3] float32 gradient of ``normal_consistency`` w.r.t. the vertices, times ``grad``."""
+    F = faces.shape[0]
+    g_normal = np.zeros((F, 3), np.float64)
+    scale = -grad / count
+    for e in range(edge_faces.shape[0]):
+        fa, fb = edge_faces[e, 0], edge_faces[e, 1]
+        if fa < 0 or fb < 0:
+            continue
+        for c in range(3):
+            g_normal[fa, c] += scale * normals[fb, c]
+            g_normal[fb, c] += scale * normals[fa, c]
+    out = np.zeros((verts.shape[0], 3), np.float64)
+    for f in range(F):
+        gx, gy, gz = g_normal[f, 0], g_normal[f, 1], g_normal[f, 2]
+        if gx == 0.0 and gy == 0.0 and gz == 0.0:
+            continue
+        ln = length[f]
+        if ln > _NORMAL_EPS:
+            # Through n = c / |c|: the part of the gradient across n, over |c|.
+            nx, ny, nz = normals[f, 0], normals[f, 1], normals[f, 2]
+            along = gx * nx + gy * ny + gz * nz
+            inv = 1.0 / ln
+            gx, gy, gz = (gx - along * nx) * inv, (gy - along * ny) * inv, (gz - along * nz) * inv
+        else:
+            gx, gy, gz = gx / _NORMAL_EPS, gy / _NORMAL_EPS, gz / _NORMAL_EPS
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        ax, ay, az = verts[i1, 0] - verts[i0, 0], verts[i1, 1] - verts[i0, 1], verts[i1, 2] - verts[i0, 2]
+        bx, by, bz = verts[i2, 0] - verts[i0, 0], verts[i2, 1] - verts[i0, 1], verts[i2, 2] - verts[i0, 2]
+        # c = a x b: dL/da = b x g, dL/db = g x a.
+        dax, day, daz = by * gz - bz * gy, bz * gx - bx * gz, bx * gy - by * gx
+        dbx, dby, dbz = gy * az - gz * ay, gz * ax - gx * az, gx * ay - gy * ax
+        out[i1, 0] += dax
+        out[i1, 1] += day
+        out[i1, 2] += daz
+        out[i2, 0] += dbx
+        out[i2, 1] += dby
+        out[i2, 2] += dbz
+        out[i0, 0] -= dax + dbx
+        out[i0, 1] -= day + dby
+        out[i0, 2] -= daz + dbz
+    return out.astype(np.float32)
+
+
+@njit(cache=True)
+def laplacian_forward_kernel(verts, edges):
+    """(mean of |v - mean(neighbours)|^2 over vertices with neighbours, the Laplacians [V, 3] float64
+    (0 without neighbours), degrees [V], count of vertices with neighbours)."""
+    V = verts.shape[0]
+    total = np.zeros((V, 3), np.float64)
+    degree = np.zeros(V, np.float64)
+    for e in range(edges.shape[0]):
+        a, b = edges[e, 0], edges[e, 1]
+        for c in range(3):
+            total[a, c] += verts[b, c]
+            total[b, c] += verts[a, c]
+        degree[a] += 1.0
+        degree[b] += 1.0
+    lap = np.zeros((V, 3), np.float64)
+    loss = 0.0
+    count = 0
+    for v in range(V):
+        if degree[v] == 0.0:
+            continue
+        for c in range(3):
+            lap[v, c] = verts[v, c] - total[v, c] / degree[v]
+            loss += lap[v, c] * lap[v, c]
+        count += 1
+    return (loss / count if count else 0.0), lap, degree, count
+
+
+@njit(cache=True)
+def laplacian_backward_kernel(lap, degree, edges, count, grad):
+    """[V, 3] float32 gradient of ``laplacian_smoothing`` w.r.t. the vertices, times ``grad``."""
+    scale = 2.0 * grad / count
+    out = scale * lap
+    for e in range(edges.shape[0]):
+        a, b = edges[e, 0], edges[e, 1]
+        for c in range(3):
+            out[a, c] -= scale * lap[b, c] / degree[b]
+            out[b, c] -= scale * lap[a, c] / degree[a]
+    return out.astype(np.float32)
+
+
+@njit(cache=True)
+def vertex_normals_kernel(verts, faces):
+    """[V, 3] float32 area-weighted unit vertex normals (no gradient)."""
+    cross, _ = face_cross_kernel(verts, faces)
+    total = np.zeros((verts.shape[0], 3), np.float64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            v = faces[f, k]
+            for c in range(3):
+                total[v, c] += cross[f, c]
+    out = np.empty((verts.shape[0], 3), np.float32)
+    for v in range(verts.shape[0]):
+        length = max(np.sqrt(total[v, 0] ** 2 + total[v, 1] ** 2 + total[v, 2] ** 2), _NORMAL_EPS)
+        for c in range(3):
+            out[v, c] = total[v, c] / length
+    return out

