@@ -140,3 +140,38 @@ def test_vertex_normal_kernel_matches_the_torch_code():
     # With a gradient to track, the differentiable torch code runs.
     tracked = verts.clone().requires_grad_()
     assert vertex_normals(tracked, faces).requires_grad
+
+
+def test_band_state_kernels_match_the_torch_code():
+    from recon.config import load_config
+    from recon.extract import with_floor
+    from recon.geometry.tets import lattice_vertices
+    from recon.ops import take_rows
+    from recon.refine.train import _Geometry
+
+    cfg = load_config("tiny").refine
+    lattice = lattice_vertices(cfg.grid, cfg.bound)
+    gen = torch.Generator().manual_seed(5)
+    sdf = (0.3 - lattice.norm(dim=-1)) / cfg.cell
+    geometry = _Geometry(sdf, cfg, floor=-0.2)
+    with torch.no_grad():
+        geometry.deform.copy_(torch.randn(geometry.deform.shape, generator=gen))
+        # A few ties of the sdf and the floor cut: torch.minimum halves the gradient there.
+        v = geometry.rebuild_band(1).verts
+        geometry.sdf[v[:50]] = geometry.above_floor[v[:50]]
+    weights = torch.randn(v.shape[0], 3, generator=gen), torch.randn(v.shape[0], generator=gen)
+
+    def value_and_grads(fast: bool):
+        geometry.zero_grad(set_to_none=True)
+        if fast:
+            pos, band_sdf = geometry.band_state()
+        else:
+            scale = geometry.max_deform * geometry.cell
+            pos = geometry.lattice[v] + scale * torch.tanh(take_rows(geometry.deform, v))
+            band_sdf = with_floor(take_rows(geometry.sdf, v), geometry.above_floor[v], 0.0)
+        ((pos * weights[0]).sum() + (band_sdf * weights[1]).sum()).backward()
+        return pos.detach(), band_sdf.detach(), geometry.deform.grad.clone(), geometry.sdf.grad.clone()
+
+    for fast, ref in zip(value_and_grads(True), value_and_grads(False), strict=True):
+        torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
+    assert float(geometry.sdf.grad[v[:50]].abs().sum()) > 0

@@ -105,6 +105,8 @@ def test_march_kernel_matches_the_torch_reference():
     assert torch.equal(k_vert_edge, vert_edge)
     assert torch.equal(k_face_tet, face_tet)
     assert torch.equal(k_faces, faces)
+    # Its crossing vertices (a numba kernel too) are the torch code's, bit for bit.
+    assert torch.equal(T._march(pos, s, band.tets, band.edges, band.tet_edges)[0], verts)
     # The kernel path keeps the vertices differentiable: the same gradients as the float64 torch path.
     weights = torch.randn(verts.shape[0], 3, generator=gen)
     grads = []

@@ -373,3 +373,78 @@ def vertex_normals_kernel(verts, faces):
         for c in range(3):
             out[v, c] = total[v, c] / length
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The band's differentiable state and the crossing vertices, forward and backward.
+
+
+@njit(cache=True, parallel=True)
+def band_state_forward_kernel(deform, sdf, lattice, above_floor, verts, scale):
+    """For the band's lattice vertices ``verts`` [Vb]: positions ``lattice + scale tanh(deform)`` [Vb, 3],
+    the sdf cut by the floor ``min(sdf, above_floor)`` [Vb], and the tanh values [Vb, 3] (for backward)."""
+    Vb = verts.shape[0]
+    pos = np.empty((Vb, 3), np.float32)
+    bounded = np.empty((Vb, 3), np.float32)
+    out_sdf = np.empty(Vb, np.float32)
+    for i in prange(Vb):
+        v = verts[i]
+        for c in range(3):
+            t = np.tanh(deform[v, c])
+            bounded[i, c] = t
+            pos[i, c] = lattice[v, c] + scale * t
+        out_sdf[i] = min(sdf[v], above_floor[v])
+    return pos, out_sdf, bounded
+
+
+@njit(cache=True, parallel=True)
+def band_state_backward_kernel(sdf, above_floor, verts, bounded, scale, grad_pos, grad_sdf, n_lattice):
+    """Gradients [N, 3] and [N] on the whole lattice's deformation and sdf (zero off the band). At a tie of
+    the sdf and the floor the gradient is halved, as ``torch.minimum``'s."""
+    g_deform = np.zeros((n_lattice, 3), np.float32)
+    g_sdf = np.zeros(n_lattice, np.float32)
+    for i in prange(verts.shape[0]):
+        v = verts[i]  # the band's vertices are distinct: no two items write one entry
+        for c in range(3):
+            t = bounded[i, c]
+            g_deform[v, c] = grad_pos[i, c] * scale * (1 - t * t)
+        s, a = sdf[v], above_floor[v]
+        g_sdf[v] = grad_sdf[i] if s < a else (np.float32(0.5) * grad_sdf[i] if s == a else np.float32(0.0))
+    return g_deform, g_sdf
+
+
+@njit(cache=True, parallel=True)
+def crossing_forward_kernel(positions, sdf, edges, vert_edge):
+    """[V, 3] zero crossings ``(pa sb - pb sa) / (sb - sa)`` on the edges ``edges[vert_edge]``."""
+    V = vert_edge.shape[0]
+    out = np.empty((V, 3), np.float32)
+    for k in prange(V):
+        a, b = edges[vert_edge[k], 0], edges[vert_edge[k], 1]
+        sa, sb = sdf[a], sdf[b]
+        d = sb - sa
+        for c in range(3):
+            out[k, c] = (positions[a, c] * sb - positions[b, c] * sa) / d
+    return out
+
+
+@njit(cache=True)
+def crossing_backward_kernel(positions, sdf, edges, vert_edge, verts, grad_verts):
+    """Gradients [Vb, 3] and [Vb] of the crossings on the band's positions and sdf."""
+    g_pos = np.zeros(positions.shape, np.float32)
+    g_sdf = np.zeros(sdf.shape[0], np.float32)
+    for k in range(vert_edge.shape[0]):
+        a, b = edges[vert_edge[k], 0], edges[vert_edge[k], 1]
+        sa, sb = sdf[a], sdf[b]
+        inv = np.float32(1.0) / (sb - sa)
+        ga = np.float32(0.0)
+        gb = np.float32(0.0)
+        for c in range(3):
+            g = grad_verts[k, c]
+            g_pos[a, c] += g * sb * inv
+            g_pos[b, c] -= g * sa * inv
+            # v = N / d with N = pa sb - pb sa, d = sb - sa: dv/dsa = (v - pb) / d, dv/dsb = (pa - v) / d.
+            ga += g * (verts[k, c] - positions[b, c])
+            gb += g * (positions[a, c] - verts[k, c])
+        g_sdf[a] += ga * inv
+        g_sdf[b] += gb * inv
+    return g_pos, g_sdf

@@ -125,8 +125,28 @@ def tet_grid(resolution: int, bound: float = 0.6, cache_dir: Path | None = None)
 # Extraction.
 
 
+class _Crossings(torch.autograd.Function):
+    """``_crossing_vertices(positions, sdf, edges[vert_edge])`` by numba kernels (float32 CPU tensors): no
+    gathered [V, 3] temporaries, and the backward sums into the band's vertices without ``index_add``."""
+
+    @staticmethod
+    def forward(ctx, positions: Tensor, sdf: Tensor, edges: np.ndarray, vert_edge: np.ndarray) -> Tensor:
+        p, s = positions.detach().contiguous().numpy(), sdf.detach().contiguous().numpy()
+        verts = kernels.crossing_forward_kernel(p, s, edges, vert_edge)
+        ctx.state = (p, s, edges, vert_edge, verts)
+        return torch.from_numpy(verts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        p, s, edges, vert_edge, verts = ctx.state
+        g_pos, g_sdf = kernels.crossing_backward_kernel(p, s, edges, vert_edge, verts,
+                                                        grad.float().contiguous().numpy())
+        return torch.from_numpy(g_pos), torch.from_numpy(g_sdf), None, None
+
+
 def _crossing_vertices(positions: Tensor, sdf: Tensor, edges: Tensor) -> Tensor:
-    """Zero crossings on ``edges`` [E, 2] (endpoints of opposite sign): [E, 3], differentiable."""
+    """Zero crossings on ``edges`` [E, 2] (endpoints of opposite sign): [E, 3], differentiable (the torch
+    reference of ``_Crossings``)."""
     sa, sb = take_rows(sdf, edges[:, 0]), take_rows(sdf, edges[:, 1])
     pa, pb = take_rows(positions, edges[:, 0]), take_rows(positions, edges[:, 1])
     return (pa * sb[:, None] - pb * sa[:, None]) / (sb - sa)[:, None]
@@ -187,7 +207,8 @@ def _march(positions: Tensor, sdf: Tensor, tets: Tensor, edges: Tensor, tet_edge
     inside = sdf.detach() > 0
     if positions.device.type == "cpu" and positions.dtype == sdf.dtype == torch.float32:
         faces, face_tet, vert_edge = _march_cpu(inside, tets, edges, tet_edges, positions, sdf)
-        return _crossing_vertices(positions, sdf, edges[vert_edge]), faces, face_tet, vert_edge
+        verts = _Crossings.apply(positions, sdf, edges.contiguous().numpy(), vert_edge.numpy())
+        return verts, faces, face_tet, vert_edge
     with torch.no_grad():
         faces, face_tet, vert_edge = _march_topology(inside, tets, edges, tet_edges)
     verts = _crossing_vertices(positions, sdf, edges[vert_edge])

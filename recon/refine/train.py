@@ -31,7 +31,7 @@ from torch import Tensor
 
 from recon.data.cameras import Cameras
 from recon.extract import with_floor
-from recon.geometry._kernels import binomial_pass_kernel
+from recon.geometry._kernels import band_state_backward_kernel, band_state_forward_kernel, binomial_pass_kernel
 from recon.geometry.mesh_sdf import mesh_sdf_grid
 from recon.geometry.regularizers import (
     laplacian_smoothing,
@@ -155,7 +155,10 @@ class _Geometry(torch.nn.Module):
         """(positions [Vb, 3], sdf [Vb]) of the band's vertices, differentiable."""
         assert self.band is not None
         v = self.band.verts
-        pos = self.lattice[v] + self.max_deform * self.cell * torch.tanh(take_rows(self.deform, v))
+        scale = self.max_deform * self.cell
+        if self.sdf.device.type == "cpu" and self.sdf.dtype == torch.float32:
+            return _BandState.apply(self.deform, self.sdf, self.lattice, self.above_floor, v, scale)
+        pos = self.lattice[v] + scale * torch.tanh(take_rows(self.deform, v))
         return pos, with_floor(take_rows(self.sdf, v), self.above_floor[v], 0.0)
 
     def extract(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -163,6 +166,28 @@ class _Geometry(torch.nn.Module):
         pos, sdf = self.band_state()
         verts, faces, vert_edge = self.band.extract(pos, sdf)
         return verts, faces, sdf, self.band.edges[vert_edge]
+
+
+class _BandState(torch.autograd.Function):
+    """``_Geometry.band_state``'s torch code as two numba kernels (float32 CPU): the gathers, tanh and floor
+    cut in one pass, and a backward that writes the band's entries of the lattice-sized gradients directly
+    (the band's vertices are distinct) instead of ``index_add`` into zeros."""
+
+    @staticmethod
+    def forward(ctx, deform: Tensor, sdf: Tensor, lattice: Tensor, above_floor: Tensor, verts: Tensor,
+                scale: float) -> tuple[Tensor, Tensor]:
+        arrays = [t.detach().contiguous().numpy() for t in (deform, sdf, lattice, above_floor, verts)]
+        pos, band_sdf, bounded = band_state_forward_kernel(*arrays, scale)
+        ctx.state = (arrays[1], arrays[3], arrays[4], bounded, scale, sdf.shape[0])
+        return torch.from_numpy(pos), torch.from_numpy(band_sdf)
+
+    @staticmethod
+    def backward(ctx, grad_pos: Tensor, grad_sdf: Tensor):
+        sdf, above_floor, verts, bounded, scale, n = ctx.state
+        g_deform, g_sdf = band_state_backward_kernel(sdf, above_floor, verts, bounded, scale,
+                                                     grad_pos.float().contiguous().numpy(),
+                                                     grad_sdf.float().contiguous().numpy(), n)
+        return torch.from_numpy(g_deform), torch.from_numpy(g_sdf), None, None, None, None
 
 
 def binomial_blur(box: Tensor, passes: int) -> Tensor:
