@@ -22,11 +22,14 @@ PRIME_Z = 805459861
 
 @njit(cache=True, inline="always")
 def _corner_index(ix, iy, iz, res, direct, size):
+    # An integer division per corner lookup is avoided where it can be (a mask, or no wrap at all);
+    # the index is the reference's ``h % size`` either way (h >= 0: the corners are non-negative).
     if direct:
+        # The grid fits the table, so only the far corner of a point on the upper face (weight 0) wraps.
         h = (ix * (res + 1) + iy) * (res + 1) + iz
-    else:
-        h = ix ^ (iy * PRIME_Y) ^ (iz * PRIME_Z)
-    return h % size
+        return h if h < size else h % size
+    h = ix ^ (iy * PRIME_Y) ^ (iz * PRIME_Z)
+    return h & (size - 1) if size & (size - 1) == 0 else h % size
 
 
 @njit(cache=True, inline="always")
