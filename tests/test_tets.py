@@ -82,6 +82,22 @@ def test_narrow_band_extracts_the_same_surface_as_the_full_grid():
     assert tri_area(bv, bf) == pytest.approx(tri_area(full_v, full_f), rel=1e-6)
 
 
+def test_narrow_band_kernels_match_the_torch_reference():
+    from recon.geometry.tets import narrow_band_reference
+
+    R = 28
+    lat = lattice_vertices(R, 0.6)
+    bumps = 0.05 * torch.sin(23 * lat[:, 0]) * torch.cos(19 * lat[:, 2])
+    # Two bodies, one touching the lattice's faces, so the band reaches the boundary.
+    sdf = torch.maximum(0.3 - (lat - 0.15).norm(dim=-1) + bumps, 0.2 - (lat + 0.45).abs().max(dim=-1).values)
+    for width in (0, 1, 2):
+        fast = narrow_band(sdf.reshape(R + 1, R + 1, R + 1), width)
+        ref = narrow_band_reference(sdf.reshape(R + 1, R + 1, R + 1), width)
+        for name in ("cells", "verts", "tets", "edges", "tet_edges"):
+            assert torch.equal(getattr(fast, name), getattr(ref, name)), (width, name)
+    assert 0 < fast.fraction < 0.5
+
+
 def test_march_kernel_matches_the_torch_reference():
     """The CPU's numba kernel (topology and orientation in one pass) gives the torch code's outputs,
     bit for bit, on a bumpy deformed band with both one- and two-triangle tets."""

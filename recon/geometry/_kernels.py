@@ -448,3 +448,104 @@ def crossing_backward_kernel(positions, sdf, edges, vert_edge, verts, grad_verts
         g_sdf[a] += ga * inv
         g_sdf[b] += gb * inv
     return g_pos, g_sdf
+
+
+# ---------------------------------------------------------------------------------------------------
+# The narrow band's tetrahedra, vertices and edges.
+
+
+@njit(cache=True, parallel=True)
+def surface_cells_kernel(sdf):
+    """[R, R, R] bool: cells whose 8 corners (of ``sdf`` [R+1]^3, inside where > 0) are not all on one side."""
+    R = sdf.shape[0] - 1
+    out = np.empty((R, R, R), np.bool_)
+    for i in prange(R):
+        for j in range(R):
+            for k in range(R):
+                first = sdf[i, j, k] > 0
+                mixed = False
+                for c in range(1, 8):
+                    if (sdf[i + (c & 1), j + (c >> 1 & 1), k + (c >> 2 & 1)] > 0) != first:
+                        mixed = True
+                        break
+                out[i, j, k] = mixed
+    return out
+
+
+@njit(cache=True, inline="always")
+def _cell_base(c, R, n):
+    return ((c // (R * R)) * n + (c // R) % R) * n + c % R
+
+
+@njit(cache=True, parallel=True)
+def band_kernel(cells, R, cube_tets, tet_edge_pairs, directions):
+    """The narrow band's topology from its cells [C] (ascending), as ``recon.geometry.tets.narrow_band``'s
+    torch code builds it, in the same order: (verts [Vb], tets [6 C, 4], edges [E, 2], tet_edges [6 C, 6]).
+
+    Cells are processed in parallel; the two compactions (used vertices, used edges) are serial scans.
+    Parallel marking writes only the value 0 into shared arrays, so its races cannot change the result.
+
+    Args:
+        cube_tets: [6, 4] corner codes (bit 0: +x, bit 1: +y, bit 2: +z); tet_edge_pairs: [6, 2] local
+            vertex pairs; directions: [7] lattice-index offsets of the Kuhn edges, ascending.
+    """
+    n = R + 1
+    C = cells.shape[0]
+    offsets = np.empty((6, 4), np.int64)
+    for t in range(6):
+        for m in range(4):
+            code = cube_tets[t, m]
+            offsets[t, m] = (code & 1) * n * n + (code >> 1 & 1) * n + (code >> 2 & 1)
+    direction_of = np.full(n * n + n + 2, -1, np.int64)
+    for d in range(7):
+        direction_of[directions[d]] = d
+    # Each tet edge (a, b) as (a's offset slot, direction) per (tet, edge): the same for every cell.
+    edge_from = np.empty((6, 6), np.int64)
+    edge_dir = np.empty((6, 6), np.int64)
+    for t in range(6):
+        for j in range(6):
+            a, b = offsets[t, tet_edge_pairs[j, 0]], offsets[t, tet_edge_pairs[j, 1]]
+            edge_from[t, j] = a
+            edge_dir[t, j] = direction_of[b - a]
+    local_of = np.full(n * n * n, -1, np.int64)
+    for ci in prange(C):
+        base = _cell_base(cells[ci], R, n)
+        for t in range(6):
+            for m in range(4):
+                local_of[base + offsets[t, m]] = 0
+    count = 0
+    for v in range(n * n * n):
+        if local_of[v] == 0:
+            local_of[v] = count
+            count += 1
+    verts = np.empty(count, np.int64)
+    for v in range(n * n * n):
+        if local_of[v] >= 0:
+            verts[local_of[v]] = v
+    tets = np.empty((6 * C, 4), np.int64)
+    edge_of = np.full(7 * count, -1, np.int64)
+    for ci in prange(C):
+        base = _cell_base(cells[ci], R, n)
+        for t in range(6):
+            for m in range(4):
+                tets[6 * ci + t, m] = local_of[base + offsets[t, m]]
+            for j in range(6):
+                edge_of[local_of[base + edge_from[t, j]] * 7 + edge_dir[t, j]] = 0
+    E = 0
+    for key in range(7 * count):
+        if edge_of[key] == 0:
+            edge_of[key] = E
+            E += 1
+    edges = np.empty((E, 2), np.int64)
+    for key in range(7 * count):
+        e = edge_of[key]
+        if e >= 0:
+            edges[e, 0] = key // 7
+            edges[e, 1] = local_of[verts[key // 7] + directions[key % 7]]
+    tet_edges = np.empty((6 * C, 6), np.int64)
+    for ci in prange(C):
+        base = _cell_base(cells[ci], R, n)
+        for t in range(6):
+            for j in range(6):
+                tet_edges[6 * ci + t, j] = edge_of[local_of[base + edge_from[t, j]] * 7 + edge_dir[t, j]]
+    return verts, tets, edges, tet_edges
