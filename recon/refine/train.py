@@ -43,7 +43,8 @@ from recon.geometry.tets import TetBand, lattice_vertices, narrow_band
 from recon.log import StepProgress
 from recon.ops import phase_index, take_rows
 from recon.refine.config import RefineConfig
-from recon.render import antialias, edge_topology, rasterize
+from recon.render import antialias, rasterize
+from recon.render.topology import compute_edge_topology
 from recon.render.views import clip_positions, vertex_normals
 from recon.shading.albedo import AlbedoField
 from recon.shading.sg import SGLight, srgb_to_linear
@@ -334,7 +335,8 @@ def fit_refined(
             clip = clip_positions(verts, cams)
             rast = rasterize(clip, tri, (cams.height, cams.width))
             covered = rast[..., 3] > 0
-            topo = edge_topology(tri)
+            # Computed, not looked up: the faces change every step, and the cache's key (a hash of them) costs.
+            topo = compute_edge_topology(tri.numpy())
             alpha = antialias(covered.float()[..., None], rast, clip, tri, topo)[..., 0]
             mask_loss = ((alpha - masks) ** 2).mean()
 
