@@ -106,6 +106,30 @@ def test_nearest_triangle_wins_whatever_the_draw_order():
         assert rast[0, 8, 8, 2] == pytest.approx(-0.5)
 
 
+def test_closed_meshes_rasterize_the_same_without_their_back_faces():
+    torus = trimesh.creation.torus(0.3, 0.1, major_sections=48, minor_sections=24)
+    bumpy = trimesh.creation.icosphere(4, radius=0.4)
+    bumpy.vertices *= 1 + 0.05 * np.sin(9 * bumpy.vertices[:, :1])
+    cams = _cams(6, 96)
+    for mesh in (torus, bumpy):
+        verts = torch.tensor(mesh.vertices, dtype=torch.float32)
+        tri = torch.tensor(mesh.faces, dtype=torch.int32)
+        assert (edge_topology(tri).edge_faces >= 0).all()  # closed
+        pos = _clip(verts, cams.mvp())
+        full = rasterize(pos, tri, (96, 96))
+        culled = rasterize(pos, tri, (96, 96), closed=True)
+        covered = full[..., 3] > 0
+        assert int(covered.sum()) > 5000
+        # Only a pixel centre exactly on a silhouette edge may differ; none does here.
+        assert torch.equal(culled, full)
+    # An open mesh is not closed: seen from inside through its opening, the far half would be lost.
+    half = bumpy.faces[bumpy.triangles_center[:, 0] < 0]
+    pos = _clip(torch.tensor(bumpy.vertices, dtype=torch.float32), cams.mvp())
+    tri = torch.tensor(half, dtype=torch.int32)
+    open_full, open_culled = rasterize(pos, tri, (96, 96)), rasterize(pos, tri, (96, 96), closed=True)
+    assert int((open_culled[..., 3] > 0).sum()) < int((open_full[..., 3] > 0).sum())
+
+
 def test_triangle_crossing_the_near_plane_matches_reference():
     cams = orbit_cameras(torch.tensor([0.0]), torch.tensor([0.0]), 2.0, 60.0, 24)
     verts = torch.tensor([[-0.6, -0.5, 0.0], [0.6, -0.5, 0.0], [0.0, 2.0, 3.0]])  # last vertex behind the camera

@@ -380,21 +380,21 @@ def vertex_normals_kernel(verts, faces):
 
 
 @njit(cache=True, parallel=True)
-def band_state_forward_kernel(deform, sdf, lattice, above_floor, verts, scale):
-    """For the band's lattice vertices ``verts`` [Vb]: positions ``lattice + scale tanh(deform)`` [Vb, 3],
-    the sdf cut by the floor ``min(sdf, above_floor)`` [Vb], and the tanh values [Vb, 3] (for backward)."""
+def band_state_forward_kernel(deform, sdf, lattice, above_floor, verts):
+    """For the band's lattice vertices ``verts`` [Vb]: their deformation [Vb, 3] and positions [Vb, 3]
+    gathered, and the sdf cut by the floor ``min(sdf, above_floor)`` [Vb]. (The tanh is left to torch,
+    whose vectorised tanh is 20x faster than a scalar one per entry.)"""
     Vb = verts.shape[0]
-    pos = np.empty((Vb, 3), np.float32)
-    bounded = np.empty((Vb, 3), np.float32)
+    raw = np.empty((Vb, 3), np.float32)
+    base = np.empty((Vb, 3), np.float32)
     out_sdf = np.empty(Vb, np.float32)
     for i in prange(Vb):
         v = verts[i]
         for c in range(3):
-            t = np.tanh(deform[v, c])
-            bounded[i, c] = t
-            pos[i, c] = lattice[v, c] + scale * t
+            raw[i, c] = deform[v, c]
+            base[i, c] = lattice[v, c]
         out_sdf[i] = min(sdf[v], above_floor[v])
-    return pos, out_sdf, bounded
+    return raw, base, out_sdf
 
 
 @njit(cache=True, parallel=True)

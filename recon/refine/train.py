@@ -170,17 +170,18 @@ class _Geometry(torch.nn.Module):
 
 
 class _BandState(torch.autograd.Function):
-    """``_Geometry.band_state``'s torch code as two numba kernels (float32 CPU): the gathers, tanh and floor
-    cut in one pass, and a backward that writes the band's entries of the lattice-sized gradients directly
+    """``_Geometry.band_state``'s torch code with numba kernels (float32 CPU): the gathers and the floor cut
+    in one pass, and a backward that writes the band's entries of the lattice-sized gradients directly
     (the band's vertices are distinct) instead of ``index_add`` into zeros."""
 
     @staticmethod
     def forward(ctx, deform: Tensor, sdf: Tensor, lattice: Tensor, above_floor: Tensor, verts: Tensor,
                 scale: float) -> tuple[Tensor, Tensor]:
         arrays = [t.detach().contiguous().numpy() for t in (deform, sdf, lattice, above_floor, verts)]
-        pos, band_sdf, bounded = band_state_forward_kernel(*arrays, scale)
-        ctx.state = (arrays[1], arrays[3], arrays[4], bounded, scale, sdf.shape[0])
-        return torch.from_numpy(pos), torch.from_numpy(band_sdf)
+        raw, base, band_sdf = band_state_forward_kernel(*arrays)
+        bounded = torch.tanh(torch.from_numpy(raw))
+        ctx.state = (arrays[1], arrays[3], arrays[4], bounded.numpy(), scale, sdf.shape[0])
+        return torch.from_numpy(base) + scale * bounded, torch.from_numpy(band_sdf)
 
     @staticmethod
     def backward(ctx, grad_pos: Tensor, grad_sdf: Tensor):
@@ -332,11 +333,14 @@ def fit_refined(
             cams = lvl.cameras.subset(views)
             masks = lvl.masks[views]
             tri = faces.int()
-            clip = clip_positions(verts, cams)
-            rast = rasterize(clip, tri, (cams.height, cams.width))
-            covered = rast[..., 3] > 0
             # Computed, not looked up: the faces change every step, and the cache's key (a hash of them) costs.
             topo = compute_edge_topology(tri.numpy())
+            clip = clip_positions(verts, cams)
+            # A surface without boundary edges (the usual case: the band's surface is closed, the orbit's
+            # cameras outside it) is rasterized without its back faces, which cannot be seen.
+            closed = bool((topo.edge_faces >= 0).all())
+            rast = rasterize(clip, tri, (cams.height, cams.width), closed=closed)
+            covered = rast[..., 3] > 0
             alpha = antialias(covered.float()[..., None], rast, clip, tri, topo)[..., 0]
             mask_loss = ((alpha - masks) ** 2).mean()
 

@@ -72,13 +72,19 @@ def _on_cpu(*tensors: Tensor) -> list[Tensor]:
     return [t.cpu() for t in tensors]
 
 
-def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int], backend: str | None = None) -> Tensor:
+def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int], backend: str | None = None,
+              closed: bool = False) -> Tensor:
     """Rasterize triangles (no culling; nearest surface wins).
 
     Args:
         pos: [B, V, 4] float32 clip-space positions (OpenGL convention), or [V, 4] for one view.
         tri: [F, 3] int32 vertex indices.
         resolution: (H, W) in pixels.
+        closed: the caller's promise that the mesh is closed (every edge has two faces, wound
+            counter-clockwise from outside) and every camera is outside it. A face turned away from the
+            camera then always has a nearer front face over it, so the CPU backend skips such faces
+            (the refinement's sphere at 384²: 76 -> 49 ms for 8 views); the image is the same, up to
+            a pixel whose centre lies exactly on a silhouette edge. nvdiffrast ignores it.
     Returns:
         [B, H, W, 4] float32: (u, v, z/w, triangle_id + 1); zeros where no triangle covers the pixel.
         u and v are perspective-correct barycentrics (an attribute is u a0 + v a1 + (1 - u - v) a2) and,
@@ -97,7 +103,7 @@ def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int], backend: st
     device = pos.device
     if device.type != "cpu":
         pos, tri = _on_cpu(pos, tri)
-    return cpu.rasterize(pos, tri, resolution).to(device)
+    return cpu.rasterize(pos, tri, resolution, closed).to(device)
 
 
 def interpolate(attr: Tensor, rast: Tensor, tri: Tensor, backend: str | None = None) -> Tensor:

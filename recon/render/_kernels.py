@@ -50,8 +50,9 @@ def project_kernel(pos, H, W, scr):
 
 
 @njit(cache=True)
-def _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf):
-    """Rasterize every triangle of view ``b`` into rows [y0, y1)."""
+def _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf, skip_back):
+    """Rasterize every triangle of view ``b`` into rows [y0, y1); with ``skip_back``, not those facing away
+    (clockwise in NDC) that lie wholly in front of the near plane."""
     F = tri.shape[0]
     for f in range(F):
         i0, i1, i2 = tri[f, 0], tri[f, 1], tri[f, 2]
@@ -70,8 +71,8 @@ def _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf):
             if xmin > xmax:
                 continue
             area = _edge(x0, yy0, x1, yy1, x2, yy2)
-            if area == 0.0 or not math.isfinite(area):
-                continue
+            if area == 0.0 or not math.isfinite(area) or (skip_back and area > 0):
+                continue  # pixel y points down: a positive area is clockwise in NDC, facing away
             s = 1.0 if area > 0 else -1.0
             inv_area = 1.0 / area
             zw0, zw1, zw2 = scr[b, i0, 2], scr[b, i1, 2], scr[b, i2, 2]
@@ -177,16 +178,16 @@ def bands_for(batch: int, height: int) -> int:
 
 
 @njit(cache=True, parallel=True)
-def rasterize_kernel(pos, scr, tri, H, W, nbands, rast, zbuf):
+def rasterize_kernel(pos, scr, tri, H, W, nbands, rast, zbuf, skip_back):
     """Fill ``rast`` [B, H, W, 4] (zeroed) and ``zbuf`` [B, H, W] (set to +inf); ``scr`` from
-    ``project_kernel``."""
+    ``project_kernel``; ``skip_back``: see ``_raster_band``."""
     B = pos.shape[0]
     for item in prange(B * nbands):
         b = item // nbands
         band = item % nbands
         y0 = band * H // nbands
         y1 = (band + 1) * H // nbands
-        _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf)
+        _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf, skip_back)
 
 
 @njit(cache=True, parallel=True)

@@ -30,7 +30,7 @@ def _check_pos_tri(pos: Tensor, tri: Tensor) -> None:
 
 class _Rasterize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pos: Tensor, tri: Tensor, height: int, width: int) -> Tensor:
+    def forward(ctx, pos: Tensor, tri: Tensor, height: int, width: int, closed: bool) -> Tensor:
         pos_np = _np(pos.float())
         tri_np = _np(tri.int())
         B = pos_np.shape[0]
@@ -38,7 +38,7 @@ class _Rasterize(torch.autograd.Function):
         zbuf = np.full((B, height, width), np.inf, dtype=np.float32)
         scr = np.empty((B, pos_np.shape[1], 4), dtype=np.float32)
         K.project_kernel(pos_np, height, width, scr)
-        K.rasterize_kernel(pos_np, scr, tri_np, height, width, K.bands_for(B, height), rast, zbuf)
+        K.rasterize_kernel(pos_np, scr, tri_np, height, width, K.bands_for(B, height), rast, zbuf, closed)
         out = torch.from_numpy(rast)
         ctx.save_for_backward(pos, tri, out)
         return out
@@ -52,13 +52,13 @@ class _Rasterize(torch.autograd.Function):
         K.rasterize_backward_kernel(_np(pos.float()), _np(tri.int()), _np(rast), _np(grad_rast.float()),
                                     nbands, parts)
         grad_pos = torch.from_numpy(parts.sum(axis=0) if nbands > 1 else parts[0]).to(pos.dtype)
-        return grad_pos, None, None, None
+        return grad_pos, None, None, None, None
 
 
-def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int]) -> Tensor:
+def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int], closed: bool = False) -> Tensor:
     """See recon.render.rasterize."""
     _check_pos_tri(pos, tri)
-    return _Rasterize.apply(pos, tri, int(resolution[0]), int(resolution[1]))
+    return _Rasterize.apply(pos, tri, int(resolution[0]), int(resolution[1]), bool(closed))
 
 
 class _Interpolate(torch.autograd.Function):
