@@ -74,7 +74,7 @@ def _on_cpu(*tensors: Tensor) -> list[Tensor]:
 
 def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int], backend: str | None = None,
               closed: bool = False) -> Tensor:
-    """Rasterize triangles (no culling; nearest surface wins).
+    """Rasterize triangles (no culling unless ``closed``; nearest surface wins).
 
     Args:
         pos: [B, V, 4] float32 clip-space positions (OpenGL convention), or [V, 4] for one view.

@@ -398,7 +398,8 @@ def _find_crossings(pos, scr, tri, rast, edges, edge_faces, front, b, depth_tol,
     _face_orientation(scr, tri, b, front)
     for e in range(edges.shape[0]):
         # Most edges lie between two faces of one orientation: rejected here, inline, because a call to
-        # ``_silhouette_side`` per edge cost 20x more than the test (53 vs 2.4 ms, 8 views, 475k edges).
+        # ``_silhouette_side`` per edge cost 20x more than the test (53 vs 2.4 ms, 8 views, 475k edges);
+        # inlining that function instead still took 45 ms for the whole antialias, against 15-19 ms with this.
         fa, fb = edge_faces[e, 0], edge_faces[e, 1]
         if fa >= 0 and fb >= 0 and (front[fa] == front[fb] or front[fa] == 255 or front[fb] == 255):
             continue
