@@ -181,10 +181,11 @@ def choose_offset(
     return float(levels[best]), float(scores[best])
 
 
-def observed_floor(depths: Tensor, cams, quantile: float = 0.001) -> float:
-    """Height (y) of the lowest surface point the views observed (a robust minimum over back-projected
-    depth pixels). Below it no view saw matter: orbits that look down on the object leave a wedge under it
-    that every view sees only through the object, and which would otherwise stay solid."""
+def observed_heights(depths: Tensor, cams, quantile: float = 0.001) -> tuple[float, float]:
+    """Heights (y) of the lowest and highest surface points the views observed (robust extremes over the
+    back-projected depth pixels; (-inf, inf) when no pixel has a depth). Below the lowest no view saw
+    matter: orbits that look down on the object leave a wedge under it that every view sees only through
+    the object, and which would otherwise stay solid."""
     N = depths.shape[0]
     ys = []
     for v in range(N):
@@ -194,8 +195,20 @@ def observed_floor(depths: Tensor, cams, quantile: float = 0.001) -> float:
         ys.append((o[..., 1] + d[..., 1] * t)[ok])
     y = torch.cat(ys)
     if y.numel() == 0:
-        return -float("inf")
-    return float(torch.quantile(y, quantile)) if y.numel() < 16_000_000 else float(y.min())
+        return -float("inf"), float("inf")
+    if y.numel() >= 16_000_000:  # torch.quantile's limit
+        return float(y.min()), float(y.max())
+    low, high = torch.quantile(y, torch.tensor([quantile, 1 - quantile]))
+    return float(low), float(high)
+
+
+def floor_height(low: float, high: float, centred_object: bool) -> float:
+    """Where the coarse mesh is cut: the lowest observed height ``low``, or, for an object whose box is
+    centred at the origin, down to ``-high`` when that is lower. A ball seen from 10 degrees above shows
+    neither its underside nor, with perspective, its silhouette below about 0.9 of its radius; its top is
+    seen, and the centred box puts its bottom opposite. A flat-bottomed object's observed floor is already
+    there, and an object that is not centred only gets back part of the hidden wedge."""
+    return min(low, -high) if centred_object else low
 
 
 @torch.no_grad()
@@ -268,8 +281,9 @@ def extract_mesh(cfg: ExtractConfig, field: CoarseField, orbit: Orbit) -> tuple[
     # object seen from above is hidden in every view. The cut stays at that height whatever the level (the
     # level corrects the depths' bias, the floor is a height), and it hardly changes silhouettes, so the
     # level is chosen without it. (A ball's underside below where its depths and silhouettes reach is cut
-    # flat too: with perspective, a view 10 degrees above sees neither below about 0.9 of its radius.)
-    floor = observed_floor(depths, cams)
+    # flat too, unless the object is taken as centred: see ``floor_height``.)
+    low, high = observed_heights(depths, cams)
+    floor = floor_height(low, high, cfg.centred_object)
     # Full resolution: upsampled as a first guess, recomputed exactly near the surface (interpolating across
     # the field's jumps at mask and hull borders would move the surface).
     inside = resample_volume(small, cfg.resolution)
@@ -284,7 +298,7 @@ def extract_mesh(cfg: ExtractConfig, field: CoarseField, orbit: Orbit) -> tuple[
     v = torch.from_numpy(verts).float()
     colors = project_colors(v, torch.from_numpy(faces), orbit) if len(v) else torch.zeros(0, 3)
     final_iou = silhouette_iou(verts, faces, orbit, cfg.silhouette_size)
-    stats = {"floor_y": floor, "level_offset": level, "search_silhouette_iou": iou, "silhouette_iou": final_iou,
-             "faces": int(len(faces))}
+    stats = {"floor_y": floor, "observed_low_y": low, "observed_high_y": high, "level_offset": level,
+             "search_silhouette_iou": iou, "silhouette_iou": final_iou, "faces": int(len(faces))}
     log.info("coarse mesh: %d faces, surface offset %.4f, silhouette IoU %.3f", len(faces), level, final_iou)
     return Mesh(v, torch.from_numpy(faces), colors.clamp(0, 1)), stats

@@ -87,3 +87,5 @@ class ExtractConfig:
     """Largest shift of the surface (in search-grid cells) tried to match the silhouettes to the masks."""
     min_component_frac: float = 0.02
     """Components with less area than this fraction of the largest are removed (floaters)."""
+    centred_object: bool = True
+    """The object's box is centred at the origin (SV3D, GSO): the unseen underside may reach minus its top."""

@@ -281,8 +281,8 @@ def fit_refined(
     gen = torch.Generator().manual_seed(seed + 1)
     orbit = orbit.to("cpu")
     t_init = time.perf_counter()
-    # Below the coarse mesh's lowest point no view saw matter (the coarse stage cut its mesh at the lowest
-    # observed surface); in the wedge under an object seen from above nothing else holds the surface, and
+    # Below the coarse mesh's lowest point no view saw matter (the coarse stage cut its mesh at its floor,
+    # ``recon.extract.floor_height``); in the wedge under an object seen from above nothing else holds the surface, and
     # over 1000 steps it sank up to 2.7 cm there, which also shifts a bounding-box-normalised evaluation.
     floor = float(coarse.verts[:, 1].min()) - cfg.floor_margin * cfg.cell if cfg.floor_margin >= 0 else -math.inf
     geometry = _Geometry(initial_sdf(cfg, coarse), cfg, floor)
