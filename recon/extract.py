@@ -92,7 +92,8 @@ def silhouette_iou(verts: np.ndarray, faces: np.ndarray, orbit: Orbit, size: int
 
 
 @torch.no_grad()
-def surface_depths(field: CoarseField, orbit: Orbit, size: int, chunk: int = 16384) -> tuple[Tensor, object]:
+def surface_depths(field: CoarseField, orbit: Orbit, size: int, chunk: int = 16384,
+                   opacity: float = 0.5) -> tuple[Tensor, object]:
     """Distance along each pixel's ray to where the field's opacity reaches 0.5, for every input view at
     ``size``² (inf where the ray stays mostly transparent). Returns (depths [N, size, size], cameras)."""
     from recon.coarse.render import render_camera
@@ -100,7 +101,7 @@ def surface_depths(field: CoarseField, orbit: Orbit, size: int, chunk: int = 163
     cams = orbit.cameras.to("cpu").scaled(size, size)
     occ = Occupancy(field.occupancy, field.bound)
     step = 2 * field.bound / 256
-    out = torch.stack([render_camera(field.field, occ, cams, v, step, torch.ones(3), chunk).surface
+    out = torch.stack([render_camera(field.field, occ, cams, v, step, torch.ones(3), chunk, opacity).surface
                        for v in range(len(cams))])
     return out.reshape(len(cams), size, size), cams
 
@@ -262,7 +263,7 @@ def extract_mesh(cfg: ExtractConfig, field: CoarseField, orbit: Orbit) -> tuple[
     4. Floaters removed, faces oriented outwards, vertex colours from the field.
     Returns the mesh and statistics.
     """
-    depths, cams = surface_depths(field, orbit, cfg.depth_size)
+    depths, cams = surface_depths(field, orbit, cfg.depth_size, opacity=cfg.depth_opacity)
     size = (cfg.depth_size, cfg.depth_size)
     masks = torch.nn.functional.interpolate(orbit.masks[:, None].cpu(), size=size, mode="area")[:, 0] > 0.5
     occupancy = Occupancy(field.occupancy, field.bound).dilated(1)

@@ -53,6 +53,10 @@ def test_volume_rendering_of_a_constant_density_slab_matches_beer_lambert():
     out = render_rays(field, occ, o, d, 0.001, torch.zeros(3))
     # Through the whole cube (1.2 long) at sigma 2: opacity 1 - exp(-2.4).
     assert out.acc.item() == pytest.approx(1 - np.exp(-2.4), rel=1e-2)
+    # The ray enters the slab at t = 1.4; opacity tau is reached where 1 - exp(-2 (t - 1.4)) = tau.
+    for tau in (0.1, 0.5):
+        out = render_rays(field, occ, o, d, 0.001, torch.zeros(3), surface_opacity=tau)
+        assert out.surface.item() == pytest.approx(1.4 - np.log(1 - tau) / 2, abs=2e-3)
 
 
 @pytest.mark.parametrize("kind", ["grid", "hash"])

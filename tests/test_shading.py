@@ -44,6 +44,39 @@ def test_light_follows_its_amplitudes():
     assert float(facing) == pytest.approx(1.0, abs=0.02) and float(away) < 0.05
 
 
+def _fit_light(light: SGLight, normals: torch.Tensor, target: torch.Tensor, steps: int = 400) -> float:
+    """Fit ``light``'s log-irradiance to ``target``'s (scale-free, as the refinement's normalised light);
+    returns the rms log error."""
+    opt = torch.optim.Adam([{"params": [light.amplitude_logits], "lr": 0.1}]
+                           + ([{"params": [light.axis_offsets, light.log_sharpness_offsets], "lr": 0.05}]
+                              if light.learn_lobes else []))
+    for _ in range(steps):
+        err = light.irradiance(normals).log() - target.log()
+        loss = ((err - err.mean()) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(loss.detach().sqrt())
+
+
+def test_fitted_lobes_represent_a_directional_light_better_than_fixed_ones():
+    from recon.shading.soft_light import SoftLight
+
+    torch.manual_seed(0)
+    normals = fibonacci_sphere(3000)
+    target = SoftLight().factor(normals)  # white directional + ambient, the lighting test's light
+    fixed = _fit_light(SGLight(24, 12.0), normals, target)
+    learnt = SGLight(24, 12.0, learn_lobes=True, max_sharpness=64.0)
+    fitted = _fit_light(learnt, normals, target)
+    assert fitted < 0.6 * fixed, (fitted, fixed)
+    axes, sharpness = learnt.lobes()
+    assert torch.allclose(axes.norm(dim=-1), torch.ones(24)) and float(sharpness.min()) >= 2.0
+    assert float(sharpness.max()) <= 64.0 + 1e-4
+    # Zero offsets are the fixed light: a fresh learnable light shades exactly as a fixed one.
+    torch.testing.assert_close(SGLight(24, 12.0, learn_lobes=True).irradiance(normals),
+                               SGLight(24, 12.0).irradiance(normals))
+
+
 def test_srgb_round_trip():
     x = torch.linspace(0, 1, 101)
     assert torch.allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-5)

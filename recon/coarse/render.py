@@ -16,7 +16,8 @@ class RayOutput:
     rgb: [R, 3] colour composited over the background.
     acc: [R] accumulated opacity.
     depth: [R] expected depth (ray parameter; 0 where nothing was hit).
-    surface: [R] ray parameter where accumulated opacity first reaches 0.5 (inf where it never does).
+    surface: [R] ray parameter where accumulated opacity first reaches ``surface_opacity`` (default 0.5;
+        inf where it never does).
     samples: number of field evaluations (for speed accounting).
     """
 
@@ -28,14 +29,14 @@ class RayOutput:
 
 
 def render_camera(field: nn.Module, occupancy: Occupancy, cameras, view: int, step: float, background: Tensor,
-                  chunk: int = 16384) -> RayOutput:
+                  chunk: int = 16384, surface_opacity: float = 0.5) -> RayOutput:
     """Render every pixel of one camera, ``chunk`` rays at a time (memory stays bounded).
 
     Returns:
         a RayOutput whose per-ray tensors are flattened row-major over the [H, W] image.
     """
     o, d = cameras.pixel_rays(view)
-    parts = [render_rays(field, occupancy, oc, dc, step, background)
+    parts = [render_rays(field, occupancy, oc, dc, step, background, surface_opacity=surface_opacity)
              for oc, dc in zip(o.reshape(-1, 3).split(chunk), d.reshape(-1, 3).split(chunk), strict=True)]
     return RayOutput(rgb=torch.cat([p.rgb for p in parts]), acc=torch.cat([p.acc for p in parts]),
                      depth=torch.cat([p.depth for p in parts]), surface=torch.cat([p.surface for p in parts]),
@@ -61,6 +62,7 @@ def render_rays(
     background: Tensor,
     jitter: bool = False,
     generator: torch.Generator | None = None,
+    surface_opacity: float = 0.5,
 ) -> RayOutput:
     """Render rays through ``field``.
 
@@ -96,14 +98,14 @@ def render_rays(
     color = (w[..., None] * rgb).sum(1) + (1.0 - acc[:, None]) * background
     depth = (w * t).sum(1)
     with torch.no_grad():
-        # Where the accumulated opacity crosses 0.5, interpolated inside the crossing sample's interval
+        # Where the accumulated opacity crosses ``surface_opacity``, interpolated inside the crossing sample's interval
         # (the sample centre alone would bias the surface inwards by up to a step).
         cum = torch.cumsum(w, dim=1)
-        reached = cum >= 0.5
+        reached = cum >= surface_opacity
         first = reached.float().argmax(dim=1, keepdim=True)
         w_k = w.gather(1, first).clamp(min=1e-8)
         before = (cum.gather(1, first) - w.gather(1, first))
-        frac = ((0.5 - before) / w_k).clamp(0, 1)
+        frac = ((surface_opacity - before) / w_k).clamp(0, 1)
         t_cross = t.gather(1, first) - 0.5 * step + frac * step
         surface = torch.where(reached.any(dim=1), t_cross[:, 0], torch.full_like(acc, float("inf")))
     return RayOutput(rgb=color, acc=acc, depth=depth, surface=surface, samples=int(idx[0].numel()))

@@ -90,9 +90,15 @@ class RefineConfig:
     lr_light: float = 0.2
     """Adam learning rate of the SG amplitudes (pre-softplus); at 0.05 the light stayed too flat in 200 steps."""
     sg_count: int = 24
-    """Spherical Gaussians in the light (fixed axes on a Fibonacci sphere, grey amplitudes)."""
+    """Spherical Gaussians in the light (axes start on a Fibonacci sphere, grey amplitudes)."""
     sg_sharpness: float = 12.0
-    """Sharpness of every lobe (>= 2)."""
+    """Sharpness of every lobe (>= 2); the initial one when the lobes are fitted."""
+    sg_learn_lobes: bool = False
+    """Fit each lobe's axis and sharpness too (else only the amplitudes)."""
+    sg_max_sharpness: float = 64.0
+    """Largest sharpness a fitted lobe may reach."""
+    lr_light_lobes: float = 0.02
+    """Adam learning rate of the lobes' axis offsets and log-sharpness (when fitted)."""
     min_component_frac: float = 0.02
     """Final mesh: components with less area than this fraction of the largest are removed."""
     checkpoint_every: int = 100

@@ -288,15 +288,20 @@ def fit_refined(
     geometry = _Geometry(initial_sdf(cfg, coarse), cfg, floor)
     albedo_init = {"bound": cfg.bound, "levels": cfg.albedo.levels, "log2_size": cfg.albedo.log2_size,
                    "base_res": cfg.albedo.base_res, "max_res": cfg.albedo.max_res, "hidden": cfg.albedo.hidden}
-    light_init = {"count": cfg.sg_count, "sharpness": cfg.sg_sharpness}
+    light_init = {"count": cfg.sg_count, "sharpness": cfg.sg_sharpness, "learn_lobes": cfg.sg_learn_lobes,
+                  "max_sharpness": cfg.sg_max_sharpness}
     albedo = AlbedoField(**albedo_init)
     light = SGLight(**light_init)
-    optimizer = torch.optim.Adam([
+    groups = [
         {"params": [geometry.sdf], "lr": cfg.lr_sdf},
         {"params": [geometry.deform], "lr": cfg.lr_deform},
         {"params": list(albedo.parameters()), "lr": cfg.albedo.lr},
-        {"params": list(light.parameters()), "lr": cfg.lr_light},
-    ], fused=True)  # one kernel per tensor: 5 ms a step instead of 30 ms for the lattice-sized parameters
+        {"params": [light.amplitude_logits], "lr": cfg.lr_light},
+    ]
+    if cfg.sg_learn_lobes:
+        groups.append({"params": [light.axis_offsets, light.log_sharpness_offsets], "lr": cfg.lr_light_lobes})
+    # fused: one kernel per tensor, 5 ms a step instead of 30 ms for the lattice-sized parameters.
+    optimizer = torch.optim.Adam(groups, fused=True)
     start = 0
     if checkpoint is not None and checkpoint.is_file():
         saved = load_state(checkpoint)
