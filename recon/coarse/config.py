@@ -81,7 +81,7 @@ class ExtractConfig:
     """Side of the silhouettes rendered to choose the threshold."""
     depth_size: int = 256
     """Side of the surface-depth maps rendered per input view."""
-    depth_opacity: float = 0.5
+    depth_opacity: float = 0.25
     """A view's surface depth is where a ray's accumulated opacity reaches this (lower carves less)."""
     robust_rank: int = 1
     """Views whose depth may wrongly say 'empty' before a point is carved (0: any single view carves)."""
