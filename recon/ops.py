@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import torch
 from torch import Tensor
 
 
@@ -24,3 +26,14 @@ def take_rows(x: Tensor, index: Tensor) -> Tensor:
     grow into different meshes). ``index_select``'s backward (``index_add``) is deterministic.
     """
     return x.index_select(0, index.reshape(-1)).reshape(*index.shape, *x.shape[1:])
+
+
+def numpy_of(t: Tensor) -> np.ndarray:
+    """A CPU tensor's values as a C-contiguous numpy array (shares memory when it already is contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
+def cpu_float32(*tensors: Tensor) -> bool:
+    """Whether numba kernels written for float32 apply: every tensor is on the CPU and the floating ones
+    are float32 (integer index tensors pass)."""
+    return all(t.device.type == "cpu" and (not t.is_floating_point() or t.dtype == torch.float32) for t in tensors)

@@ -12,16 +12,7 @@ import torch
 from torch import Tensor
 
 from recon.geometry import _kernels as kernels
-from recon.ops import take_rows
-
-
-def _fast(*tensors: Tensor) -> bool:
-    """Whether the numba kernels apply: float tensors are float32 and everything is on the CPU."""
-    return all(t.device.type == "cpu" and (not t.is_floating_point() or t.dtype == torch.float32) for t in tensors)
-
-
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
+from recon.ops import cpu_float32, numpy_of, take_rows
 
 
 def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
@@ -34,7 +25,7 @@ def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
 class _NormalConsistency(torch.autograd.Function):
     @staticmethod
     def forward(ctx, verts: Tensor, faces: np.ndarray, edge_faces: np.ndarray) -> Tensor:
-        v = _np(verts)
+        v = numpy_of(verts)
         cross, length = kernels.face_cross_kernel(v, faces)
         normals = kernels.unit_normals_kernel(cross, length)
         loss, count = kernels.normal_consistency_forward_kernel(normals, edge_faces)
@@ -48,7 +39,7 @@ class _NormalConsistency(torch.autograd.Function):
         faces, edge_faces, normals, length, count = ctx.state
         if count == 0:
             return torch.zeros_like(verts), None, None
-        g = kernels.normal_consistency_backward_kernel(_np(verts), faces, normals, length, edge_faces, count,
+        g = kernels.normal_consistency_backward_kernel(numpy_of(verts), faces, normals, length, edge_faces, count,
                                                        float(grad))
         return torch.from_numpy(g), None, None
 
@@ -60,8 +51,8 @@ def normal_consistency(verts: Tensor, faces: Tensor, edge_faces: Tensor) -> Tens
         verts: [V, 3]; faces: [F, 3].
         edge_faces: [E, 2] face indices per edge (-1 for none), e.g. ``edge_topology(faces).edge_faces``.
     """
-    if _fast(verts, faces, edge_faces):
-        return _NormalConsistency.apply(verts, _np(faces.long()), _np(edge_faces.long()))
+    if cpu_float32(verts, faces, edge_faces):
+        return _NormalConsistency.apply(verts, numpy_of(faces.long()), numpy_of(edge_faces.long()))
     return normal_consistency_reference(verts, faces, edge_faces)
 
 
@@ -79,7 +70,7 @@ def normal_consistency_reference(verts: Tensor, faces: Tensor, edge_faces: Tenso
 class _Laplacian(torch.autograd.Function):
     @staticmethod
     def forward(ctx, verts: Tensor, edges: np.ndarray) -> Tensor:
-        loss, lap, degree, count = kernels.laplacian_forward_kernel(_np(verts), edges)
+        loss, lap, degree, count = kernels.laplacian_forward_kernel(numpy_of(verts), edges)
         ctx.state = (lap, degree, edges, count)
         ctx.shape = verts.shape
         return verts.new_tensor(loss)
@@ -99,8 +90,8 @@ def laplacian_smoothing(verts: Tensor, edges: Tensor) -> Tensor:
     Args:
         verts: [V, 3]; edges: [E, 2] unique undirected edges.
     """
-    if _fast(verts, edges):
-        return _Laplacian.apply(verts, _np(edges.long()))
+    if cpu_float32(verts, edges):
+        return _Laplacian.apply(verts, numpy_of(edges.long()))
     return laplacian_smoothing_reference(verts, edges)
 
 
@@ -143,7 +134,7 @@ def _sdf_sign_numpy(sdf: np.ndarray, edges: np.ndarray) -> tuple[float, np.ndarr
 class _SdfSign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sdf: Tensor, edges: np.ndarray) -> Tensor:
-        loss, grad = _sdf_sign_numpy(_np(sdf), edges)
+        loss, grad = _sdf_sign_numpy(numpy_of(sdf), edges)
         ctx.grad = grad
         return sdf.new_tensor(loss)
 
@@ -160,8 +151,8 @@ def sdf_sign_regularizer(sdf: Tensor, edges: Tensor) -> Tensor:
     Args:
         sdf: [N] values (inside where > 0); edges: [E, 2] index pairs into ``sdf``.
     """
-    if _fast(sdf, edges):
-        return _SdfSign.apply(sdf, _np(edges.long()))
+    if cpu_float32(sdf, edges):
+        return _SdfSign.apply(sdf, numpy_of(edges.long()))
     return sdf_sign_regularizer_reference(sdf, edges)
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from recon.geometry import _kernels as kernels
-from recon.ops import take_rows
+from recon.ops import numpy_of, take_rows
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class _Crossings(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, positions: Tensor, sdf: Tensor, edges: np.ndarray, vert_edge: np.ndarray) -> Tensor:
-        p, s = positions.detach().contiguous().numpy(), sdf.detach().contiguous().numpy()
+        p, s = numpy_of(positions), numpy_of(sdf)
         verts = kernels.crossing_forward_kernel(p, s, edges, vert_edge)
         ctx.state = (p, s, edges, vert_edge, verts)
         return torch.from_numpy(verts)
@@ -222,8 +222,7 @@ def _march_cpu(inside: Tensor, tets: Tensor, edges: Tensor, tet_edges: Tensor, p
     """``_march_topology`` then ``_orient`` as one numba kernel (same outputs). Measured on 2 cores: 38 -> 15 ms
     on a 165k-face band serially; split over both cores, 25 -> 14 ms on the bunny's 232k-face band."""
     out = kernels.march_kernel(inside.numpy(), tets.numpy(), edges.numpy(), tet_edges.numpy(),
-                       positions.detach().contiguous().numpy(), sdf.detach().contiguous().numpy(),
-                       TRIANGLE_TABLE, TRIANGLE_COUNT)
+                               numpy_of(positions), numpy_of(sdf), TRIANGLE_TABLE, TRIANGLE_COUNT)
     return tuple(torch.from_numpy(a) for a in out)
 
 

@@ -41,7 +41,7 @@ from recon.geometry.regularizers import (
 )
 from recon.geometry.tets import TetBand, lattice_vertices, narrow_band
 from recon.log import StepProgress
-from recon.ops import phase_index, take_rows
+from recon.ops import cpu_float32, numpy_of, phase_index, take_rows
 from recon.refine.config import RefineConfig
 from recon.render import antialias, rasterize
 from recon.render.topology import compute_edge_topology
@@ -157,7 +157,7 @@ class _Geometry(torch.nn.Module):
         assert self.band is not None
         v = self.band.verts
         scale = self.max_deform * self.cell
-        if self.sdf.device.type == "cpu" and self.sdf.dtype == torch.float32:
+        if cpu_float32(self.sdf):
             return _BandState.apply(self.deform, self.sdf, self.lattice, self.above_floor, v, scale)
         pos = self.lattice[v] + scale * torch.tanh(take_rows(self.deform, v))
         return pos, with_floor(take_rows(self.sdf, v), self.above_floor[v], 0.0)
@@ -177,7 +177,7 @@ class _BandState(torch.autograd.Function):
     @staticmethod
     def forward(ctx, deform: Tensor, sdf: Tensor, lattice: Tensor, above_floor: Tensor, verts: Tensor,
                 scale: float) -> tuple[Tensor, Tensor]:
-        arrays = [t.detach().contiguous().numpy() for t in (deform, sdf, lattice, above_floor, verts)]
+        arrays = [numpy_of(t) for t in (deform, sdf, lattice, above_floor, verts)]
         raw, base, band_sdf = band_state_forward_kernel(*arrays)
         bounded = torch.tanh(torch.from_numpy(raw))
         ctx.state = (arrays[1], arrays[3], arrays[4], bounded.numpy(), scale, sdf.shape[0])

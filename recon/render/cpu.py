@@ -11,12 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recon.ops import numpy_of
 from recon.render import _kernels as K
 from recon.render.topology import EdgeTopology, edge_topology
-
-
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
 
 
 def _check_pos_tri(pos: Tensor, tri: Tensor) -> None:
@@ -31,8 +28,8 @@ def _check_pos_tri(pos: Tensor, tri: Tensor) -> None:
 class _Rasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pos: Tensor, tri: Tensor, height: int, width: int, closed: bool) -> Tensor:
-        pos_np = _np(pos.float())
-        tri_np = _np(tri.int())
+        pos_np = numpy_of(pos.float())
+        tri_np = numpy_of(tri.int())
         B = pos_np.shape[0]
         rast = np.zeros((B, height, width, 4), dtype=np.float32)
         zbuf = np.full((B, height, width), np.inf, dtype=np.float32)
@@ -49,8 +46,8 @@ class _Rasterize(torch.autograd.Function):
         B, H = rast.shape[0], rast.shape[1]
         nbands = K.bands_for(B, H)
         parts = np.zeros((nbands, *pos.shape), dtype=np.float32)
-        K.rasterize_backward_kernel(_np(pos.float()), _np(tri.int()), _np(rast), _np(grad_rast.float()),
-                                    nbands, parts)
+        K.rasterize_backward_kernel(numpy_of(pos.float()), numpy_of(tri.int()), numpy_of(rast),
+                                    numpy_of(grad_rast.float()), nbands, parts)
         grad_pos = torch.from_numpy(parts.sum(axis=0) if nbands > 1 else parts[0]).to(pos.dtype)
         return grad_pos, None, None, None, None
 
@@ -64,10 +61,10 @@ def rasterize(pos: Tensor, tri: Tensor, resolution: tuple[int, int], closed: boo
 class _Interpolate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, attr: Tensor, rast: Tensor, tri: Tensor) -> Tensor:
-        attr_np = _np(attr.float())
+        attr_np = numpy_of(attr.float())
         B, H, W = rast.shape[:3]
         out = np.zeros((B, H, W, attr_np.shape[2]), dtype=np.float32)
-        K.interpolate_kernel(attr_np, _np(rast), _np(tri.int()), out)
+        K.interpolate_kernel(attr_np, numpy_of(rast), numpy_of(tri.int()), out)
         ctx.save_for_backward(attr, rast, tri)
         return torch.from_numpy(out)
 
@@ -77,8 +74,8 @@ class _Interpolate(torch.autograd.Function):
         nchunks = max(1, numba.get_num_threads())
         parts = np.zeros((nchunks, *attr.shape), dtype=np.float32)
         grad_rast = np.zeros(rast.shape, dtype=np.float32)
-        K.interpolate_backward_kernel(_np(attr.float()), _np(rast), _np(tri.int()), _np(grad_out.float()),
-                                      nchunks, parts, grad_rast)
+        K.interpolate_backward_kernel(numpy_of(attr.float()), numpy_of(rast), numpy_of(tri.int()),
+                                      numpy_of(grad_out.float()), nchunks, parts, grad_rast)
         grad_attr = torch.from_numpy(parts.sum(axis=0)).to(attr.dtype) if ctx.needs_input_grad[0] else None
         return grad_attr, torch.from_numpy(grad_rast), None
 
@@ -96,15 +93,15 @@ class _Antialias(torch.autograd.Function):
     @staticmethod
     def forward(ctx, color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, topo: EdgeTopology) -> Tensor:
         B, H, W = rast.shape[:3]
-        color_np = _np(color.float())
+        color_np = numpy_of(color.float())
         out = color_np.copy()
         cross_edge = np.full((B, 2, H, W), -1, dtype=np.int32)
         cross_d = np.zeros((B, 2, H, W), dtype=np.float32)
         cross_up = np.zeros((B, 2, H, W), dtype=np.uint8)
-        pos_np = _np(pos.float())
+        pos_np = numpy_of(pos.float())
         scr = np.empty((B, pos_np.shape[1], 4), dtype=np.float32)
         K.project_kernel(pos_np, H, W, scr)
-        K.antialias_forward_kernel(color_np, pos_np, scr, _np(tri.int()), _np(rast), topo.edges,
+        K.antialias_forward_kernel(color_np, pos_np, scr, numpy_of(tri.int()), numpy_of(rast), topo.edges,
                                    topo.edge_faces, DEPTH_TOLERANCE, cross_edge, cross_d, cross_up, out)
         ctx.save_for_backward(color, pos)
         ctx.crossings = (cross_edge, cross_d, cross_up)
@@ -115,10 +112,10 @@ class _Antialias(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         color, pos = ctx.saved_tensors
         cross_edge, cross_d, cross_up = ctx.crossings
-        g_out = _np(grad_out.float())
+        g_out = numpy_of(grad_out.float())
         grad_color = g_out.copy()
         grad_pos = np.zeros(pos.shape, dtype=np.float32)
-        K.antialias_backward_kernel(_np(color.float()), _np(pos.float()), ctx.topo.edges, cross_edge, cross_d,
+        K.antialias_backward_kernel(numpy_of(color.float()), numpy_of(pos.float()), ctx.topo.edges, cross_edge, cross_d,
                                     cross_up, g_out, grad_color, grad_pos)
         return torch.from_numpy(grad_color), None, torch.from_numpy(grad_pos).to(pos.dtype), None, None
 

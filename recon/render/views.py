@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from recon.data.cameras import Cameras
-from recon.ops import take_rows
+from recon.ops import cpu_float32, numpy_of, take_rows
 from recon.render import interpolate, rasterize, texture
 from recon.render.mesh import RenderMesh
 from recon.shading.soft_light import SoftLight
@@ -18,12 +18,10 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
 
     Without a gradient to track, float32 CPU tensors take a numba kernel (equal to the torch code within
     float32 rounding; about 4 ms on the refinement's 317k-face sphere)."""
-    if verts.device.type == "cpu" and verts.dtype == torch.float32 and faces.device.type == "cpu" \
-            and not (torch.is_grad_enabled() and verts.requires_grad):
+    if cpu_float32(verts, faces) and not (torch.is_grad_enabled() and verts.requires_grad):
         from recon.geometry._kernels import vertex_normals_kernel
 
-        return torch.from_numpy(vertex_normals_kernel(verts.detach().contiguous().numpy(),
-                                                      faces.long().contiguous().numpy()))
+        return torch.from_numpy(vertex_normals_kernel(numpy_of(verts), numpy_of(faces.long())))
     return vertex_normals_reference(verts, faces)
 
 
