@@ -73,6 +73,13 @@ def test_overrides_are_typed_and_layered():
         load_config("default", ["data.mask_threshold"])
 
 
+def test_depth_opacity_outside_the_open_unit_interval_is_refused():
+    for bad in ("0", "1", "1.5"):
+        with pytest.raises(ConfigError, match="depth_opacity"):
+            load_config("default", [f"extract.depth_opacity={bad}"])
+    assert load_config("default", ["extract.depth_opacity=0.1"]).extract.depth_opacity == 0.1
+
+
 def test_unknown_preset_lists_presets():
     with pytest.raises(ConfigError, match="fast"):
         load_config("nonexistent")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import trimesh
 
 from recon.cli import main
 from recon.config import load_config
+from recon.errors import ConfigError
 from recon.refine.render import render_asset
 from recon.refine.train import HookContext, fit_refined
 from recon.types import Mesh, RefinedAsset
@@ -51,6 +53,23 @@ def test_refinement_is_deterministic_with_a_seed(sphere_orbit, tiny_cfg):
     a = fit_refined(cfg, sphere_orbit, _sphere_mesh(0.47), seed=3, progress=False)
     b = fit_refined(cfg, sphere_orbit, _sphere_mesh(0.47), seed=3, progress=False)
     assert torch.equal(a.mesh.verts, b.mesh.verts) and torch.equal(a.sdf, b.sdf)
+
+
+def test_fitted_lobes_capped_below_their_start_are_refused(tiny_cfg, sphere_orbit):
+    cfg = dataclasses.replace(tiny_cfg, sg_learn_lobes=True, sg_sharpness=12.0, sg_max_sharpness=8.0)
+    with pytest.raises(ConfigError, match="sg_max_sharpness"):
+        fit_refined(cfg, sphere_orbit, _sphere_mesh(0.47), seed=0, progress=False)
+
+
+def test_fitted_lobes_move_and_survive_save_and_load(tiny_cfg, sphere_orbit, tmp_path: Path):
+    cfg = dataclasses.replace(tiny_cfg, steps=8, sg_learn_lobes=True)
+    asset = fit_refined(cfg, sphere_orbit, _sphere_mesh(0.47), seed=0, progress=False)
+    assert float(asset.light.axis_offsets.detach().abs().max()) > 0  # the lobes were optimised
+    asset.save(tmp_path / "asset.pt")
+    again = RefinedAsset.load(tmp_path / "asset.pt")
+    normals = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(again.light.irradiance(normals), asset.light.irradiance(normals))
 
 
 def test_extra_loss_hook_is_called_and_changes_the_result(sphere_orbit, tiny_cfg):

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from recon.errors import ConfigError
+
 
 @dataclass
 class HashConfig:
@@ -91,3 +93,7 @@ class ExtractConfig:
     """Components with less area than this fraction of the largest are removed (floaters)."""
     centred_object: bool = True
     """The object's box is centred at the origin (SV3D, GSO): the unseen underside may reach minus its top."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.depth_opacity < 1:
+            raise ConfigError(f"extract.depth_opacity must lie strictly between 0 and 1, got {self.depth_opacity}")

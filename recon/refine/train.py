@@ -30,6 +30,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from recon.data.cameras import Cameras
+from recon.errors import ConfigError
 from recon.extract import with_floor
 from recon.geometry._kernels import band_state_backward_kernel, band_state_forward_kernel, binomial_pass_kernel
 from recon.geometry.mesh_sdf import mesh_sdf_grid
@@ -277,6 +278,9 @@ def fit_refined(
         raise ValueError("refine.resolutions and refine.phase_ends must have equal length")
     if len(coarse.faces) == 0:
         raise ValueError("the coarse mesh is empty: nothing to refine")
+    if cfg.sg_learn_lobes and cfg.sg_max_sharpness < cfg.sg_sharpness:
+        raise ConfigError(f"refine.sg_max_sharpness ({cfg.sg_max_sharpness}) must be >= refine.sg_sharpness "
+                          f"({cfg.sg_sharpness})")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     orbit = orbit.to("cpu")
