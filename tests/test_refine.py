@@ -153,6 +153,23 @@ def test_rerun_reuses_the_extracted_coarse_mesh_and_reports_stage_resources(sphe
     assert (out / "coarse.ply").read_bytes() == first
 
 
+def test_illumination_target_is_the_pixels_own_luminance_unless_blurred(sphere_orbit):
+    """The irradiance is a function of the normal only, so the pixel's own linear luminance is its target.
+
+    A blur mixes in the luminance of pixels with other normals (across a crease, the terminator), which
+    flattened the light fitted to the lit duck; ``illumination_blur`` sets it, 0 leaves the luminance as is.
+    """
+    from recon.refine.train import _level
+    from recon.shading.sg import srgb_to_linear
+
+    lum = (srgb_to_linear(sphere_orbit.images) * torch.tensor([0.2126, 0.7152, 0.0722])).sum(-1)
+    inside = sphere_orbit.masks > 0.999
+    sharp = _level(sphere_orbit, sphere_orbit.width, 0.0)
+    torch.testing.assert_close(sharp.luminance[inside], lum[inside])
+    blurred = _level(sphere_orbit, sphere_orbit.width, 0.04)
+    assert float((blurred.luminance - lum)[inside].abs().max()) > 0.02  # the checker's squares are smeared
+
+
 def test_initial_smoothing_fills_a_dent_of_the_coarse_mesh():
     import dataclasses
 

@@ -69,6 +69,8 @@ class RefineConfig:
     """Weight of the silhouette loss (squared error of antialiased coverage against the input mask)."""
     illumination_weight: float = 0.3
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
+    illumination_blur: float = 0.04
+    """Blur (sigma, fraction of the image size) of the input luminance that the illumination loss matches."""
     sdf_weight: float = 0.02
     """Weight of DMTet's SDF sign regulariser on crossed edges (decays linearly to 1% of this)."""
     normal_weight: float = 0.1

@@ -90,7 +90,7 @@ class _Level:
     cameras: Cameras
 
 
-def _level(orbit: Orbit, size: int) -> _Level:
+def _level(orbit: Orbit, size: int, blur: float) -> _Level:
     if (size, size) == (orbit.height, orbit.width):
         images, masks = orbit.images, orbit.masks
     else:
@@ -99,7 +99,7 @@ def _level(orbit: Orbit, size: int) -> _Level:
         masks = torch.nn.functional.interpolate(orbit.masks[:, None], size=(size, size), mode="area")[:, 0]
     lum = (srgb_to_linear(images) * torch.tensor([0.2126, 0.7152, 0.0722])).sum(-1).numpy()
     m = masks.numpy()
-    sigma = (0, 0.04 * size, 0.04 * size)
+    sigma = (0, blur * size, blur * size)
     # Blur inside the mask only (normalised convolution), so the background does not leak in.
     low = ndimage.gaussian_filter(lum * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-4)
     return _Level(images.contiguous(), masks.contiguous(), torch.from_numpy(low.astype(np.float32)),
@@ -330,7 +330,7 @@ def fit_refined(
         for step in range(start, cfg.steps):
             ph = phase_index(step, cfg.steps, cfg.phase_ends)
             if ph not in levels:
-                levels[ph] = _level(orbit, min(cfg.resolutions[ph], max_size))
+                levels[ph] = _level(orbit, min(cfg.resolutions[ph], max_size), cfg.illumination_blur)
             lvl = levels[ph]
             if geometry.band is None or (step - start) % cfg.band_every == 0:
                 band_fracs.append(geometry.rebuild_band(cfg.band_width).fraction)
