@@ -80,6 +80,12 @@ def test_depth_opacity_outside_the_open_unit_interval_is_refused():
     assert load_config("default", ["extract.depth_opacity=0.1"]).extract.depth_opacity == 0.1
 
 
+def test_negative_illumination_blur_is_refused():
+    with pytest.raises(ConfigError, match="illumination_blur"):
+        load_config("default", ["refine.illumination_blur=-0.1"])
+    assert load_config("default", ["refine.illumination_blur=0.04"]).refine.illumination_blur == 0.04
+
+
 def test_unknown_preset_lists_presets():
     with pytest.raises(ConfigError, match="fast"):
         load_config("nonexistent")

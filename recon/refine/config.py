@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from recon.errors import ConfigError
+
 
 @dataclass
 class AlbedoConfig:
@@ -69,8 +71,8 @@ class RefineConfig:
     """Weight of the silhouette loss (squared error of antialiased coverage against the input mask)."""
     illumination_weight: float = 0.3
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
-    illumination_blur: float = 0.04
-    """Blur (sigma, fraction of the image size) of the input luminance that the illumination loss matches."""
+    illumination_blur: float = 0.0
+    """Blur (sigma, fraction of the image size) of the input luminance the illumination loss matches (0: none)."""
     sdf_weight: float = 0.02
     """Weight of DMTet's SDF sign regulariser on crossed edges (decays linearly to 1% of this)."""
     normal_weight: float = 0.1
@@ -107,6 +109,10 @@ class RefineConfig:
     """Steps between checkpoints (0: only at the end)."""
     albedo: AlbedoConfig = dataclasses.field(default_factory=AlbedoConfig)
     """The albedo field."""
+
+    def __post_init__(self) -> None:
+        if not self.illumination_blur >= 0:
+            raise ConfigError(f"refine.illumination_blur must be 0 or more, got {self.illumination_blur}")
 
     @property
     def cell(self) -> float:

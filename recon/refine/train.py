@@ -10,7 +10,9 @@ shading in linear RGB). Each step renders a random subset of views at the phase'
 - photometric: L1/L2 of the shaded colour at ``pixels_per_step`` covered pixels (the albedo field is
   queried only there; gradients reach the geometry through the barycentrics and normals);
 - illumination (demodulation): the relative irradiance E(n)/mean(E) at those pixels should match the
-  relative low-pass luminance of the input, so slow shading goes into the light, not the albedo;
+  relative linear luminance of the input there (blurred by ``illumination_blur``, none by default: the
+  irradiance depends on the normal only, so texture averages out over the many pixels sharing a normal,
+  while a blur mixes pixels of different normals and flattens the light), so shading goes into the light;
 - DMTet's SDF sign regulariser, normal consistency, Laplacian smoothing, albedo smoothness;
 - any extra losses passed as hooks (the SDS guidance plugs in here).
 """
@@ -82,7 +84,7 @@ ExtraLoss = Callable[[HookContext], "Tensor | None"]
 
 @dataclass
 class _Level:
-    """Images at one render resolution: colours, masks, low-pass linear luminance, cameras."""
+    """Images at one render resolution: colours, masks, linear luminance (blurred as configured), cameras."""
 
     images: Tensor  # [N, r, r, 3]
     masks: Tensor  # [N, r, r]
@@ -98,10 +100,12 @@ def _level(orbit: Orbit, size: int, blur: float) -> _Level:
         images = images.permute(0, 2, 3, 1).contiguous()
         masks = torch.nn.functional.interpolate(orbit.masks[:, None], size=(size, size), mode="area")[:, 0]
     lum = (srgb_to_linear(images) * torch.tensor([0.2126, 0.7152, 0.0722])).sum(-1).numpy()
-    m = masks.numpy()
-    sigma = (0, blur * size, blur * size)
-    # Blur inside the mask only (normalised convolution), so the background does not leak in.
-    low = ndimage.gaussian_filter(lum * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-4)
+    low = lum
+    if blur > 0:
+        m = masks.numpy()
+        sigma = (0, blur * size, blur * size)
+        # Blur inside the mask only (normalised convolution), so the background does not leak in.
+        low = ndimage.gaussian_filter(lum * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-4)
     return _Level(images.contiguous(), masks.contiguous(), torch.from_numpy(low.astype(np.float32)),
                   orbit.cameras.scaled(size, size))
 
