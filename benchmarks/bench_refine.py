@@ -7,7 +7,8 @@
 
 Each object (in its own process): render a 21-view SV3D static orbit at 256² (--size) with
 render-orbit, run ``fit --until refine``, then score the coarse mesh and the refined one against the
-normalised ground truth: Chamfer (area), IoU 64³, F-score@0.02 (both meshes normalised, GSO protocol),
+normalised ground truth (both normalised, GSO protocol): Chamfer (area), IoU 64³, F-score@0.02, and the
+median angle between the surface normals and the truth's at nearest points (bumps the distances barely see),
 and PSNR on 21 held-out views of a dynamic orbit (elevation 10±20°, azimuths offset half a step) of
 (a) the coarse mesh's vertex colours, (b) the refined albedo field (unlit: what gets baked) and (c) the
 refined asset shaded by its fitted light, each against unlit ground-truth renders, in the world frame.
@@ -88,6 +89,8 @@ def run_object(name: str, preset: str, overrides: list[str], size: int, work: Pa
         "iou": round(refined_m["iou"], 3),
         "f@0.02_coarse": round(coarse_m["fscore@0.02"], 3),
         "f@0.02": round(refined_m["fscore@0.02"], 3),
+        "normal_deg_coarse": round(coarse_m["normal_angle_median"], 1),
+        "normal_deg": round(refined_m["normal_angle_median"], 1),
         "psnr_coarse": round(ps["coarse"], 2),
         "psnr_albedo": round(ps["albedo"], 2),
         "psnr_shaded": round(ps["shaded"], 2),
@@ -99,7 +102,8 @@ def run_object(name: str, preset: str, overrides: list[str], size: int, work: Pa
 
 
 COLUMNS = ["object", "refine_s", "peak_mb", "chamfer_coarse", "chamfer", "iou_coarse", "iou", "f@0.02_coarse",
-           "f@0.02", "psnr_coarse", "psnr_albedo", "psnr_shaded", "faces", "genus_coarse", "genus"]
+           "f@0.02", "normal_deg_coarse", "normal_deg", "psnr_coarse", "psnr_albedo", "psnr_shaded", "faces",
+           "genus_coarse", "genus"]
 
 
 def main() -> int:

@@ -113,3 +113,38 @@ def test_eval_command_prints_and_writes_json(tmp_path: Path, capsys):
     assert "chamfer_area" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["chamfer_area"] == pytest.approx(0.05, rel=0.05)
+
+
+def _sheet(n: int, height) -> trimesh.Trimesh:
+    """A unit square in x, y of n x n cells, z = height(x), faces counter-clockwise seen from +z."""
+    x, y = np.meshgrid(np.linspace(0, 1, n + 1), np.linspace(0, 1, n + 1), indexing="ij")
+    verts = np.stack([x, y, height(x)], -1).reshape(-1, 3)
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    return trimesh.Trimesh(verts, faces, process=False)
+
+
+def test_normal_angles_of_a_corrugated_sheet_match_its_slope():
+    amplitude, wavelength, cells = 0.01, 0.2, 200
+    k = 2 * math.pi / wavelength
+    flat = _sheet(cells, np.zeros_like)
+    wavy = _sheet(cells, lambda x: amplitude * np.sin(k * x))
+    cfg = EvalConfig(normalize=False, samples=40_000, views=0)
+    same = evaluate_meshes(from_trimesh(flat), from_trimesh(flat), cfg)
+    assert same["normal_angle_p90"] < 1e-6 and same["normal_consistency"] == pytest.approx(1.0)
+    m = evaluate_meshes(from_trimesh(wavy), from_trimesh(flat), cfg)
+    # Independently: each facet column tilts by atan(its chord's slope); the flat sheet's normal is +z,
+    # and a column's share of the samples is its area, proportional to sqrt(1 + slope^2).
+    x = np.linspace(0, 1, cells + 1)
+    slope = np.diff(amplitude * np.sin(k * x)) * cells
+    tilt = np.degrees(np.arctan(np.abs(slope)))
+    weight = np.sqrt(1 + slope**2)
+    order = np.argsort(tilt)
+    cdf = np.cumsum(weight[order]) / weight.sum()
+    assert m["normal_angle_median"] == pytest.approx(tilt[order][np.searchsorted(cdf, 0.5)], abs=0.3)
+    assert m["normal_angle_p90"] == pytest.approx(tilt[order][np.searchsorted(cdf, 0.9)], abs=0.3)
+    assert m["normal_consistency"] == pytest.approx(np.average(np.cos(np.radians(tilt)), weights=weight), abs=0.002)
+    flipped = trimesh.Trimesh(flat.vertices, flat.faces[:, ::-1], process=False)
+    f = evaluate_meshes(from_trimesh(flipped), from_trimesh(flat), cfg)
+    assert f["normal_angle_median"] == pytest.approx(180.0) and f["normal_consistency"] == pytest.approx(1.0)

@@ -4,6 +4,8 @@
 - Chamfer distance: mean of the two directed mean nearest-neighbour L2 (not squared) distances, on
   area-sampled surface points (100k by default) and on vertices (as SV3D's table).
 - F-score at 0.01 / 0.02 / 0.05 on the area-sampled points.
+- Normal agreement on the same points (nearest neighbours both ways): normal consistency (mean |cos|)
+  and the median / 90th-percentile angle between oriented face normals, in degrees.
 - Volume IoU: occupancy on a 64^3 grid over [-0.5, 0.5]^3 (recon.eval.occupancy).
 - 2D: PSNR / SSIM of unlit renders of both meshes along held-out orbit cameras, white background.
 """
@@ -53,6 +55,11 @@ class EvalConfig:
 
 def sample_surface(verts: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """[n, 3] points uniformly distributed over the surface area (seeded)."""
+    return sample_surface_faces(verts, faces, n, seed)[0]
+
+
+def sample_surface_faces(verts: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """[n, 3] area-uniform surface points (seeded) and [n] the index of the face each lies on."""
     rng = np.random.default_rng(seed)
     tri = verts[faces]
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
@@ -63,7 +70,33 @@ def sample_surface(verts: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) 
     s = np.sqrt(r1)
     b0, b1, b2 = 1 - s, s * (1 - r2), s * r2
     t = tri[idx]
-    return b0[:, None] * t[:, 0] + b1[:, None] * t[:, 1] + b2[:, None] * t[:, 2]
+    return b0[:, None] * t[:, 0] + b1[:, None] * t[:, 1] + b2[:, None] * t[:, 2], idx
+
+
+def face_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """[F, 3] unit normals of counter-clockwise faces (zero for degenerate faces)."""
+    tri = verts[faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
+
+
+def normal_errors(pred_points: np.ndarray, pred_normals: np.ndarray, gt_points: np.ndarray,
+                  gt_normals: np.ndarray) -> dict[str, float]:
+    """Surface-normal agreement between two sampled surfaces (points [N, 3], unit normals [N, 3]).
+
+    Each point is paired with its nearest neighbour on the other surface, in both directions.
+    ``normal_consistency``: mean |cos| over both directions (Occupancy Networks' metric; 1 is perfect,
+    orientation ignored). ``normal_angle_median`` / ``normal_angle_p90``: degrees between the oriented
+    normals (a flipped face counts 180), median and 90th percentile over both directions: how bumpy
+    a surface is where the distances are small.
+    """
+    i_gt = cKDTree(gt_points).query(pred_points, workers=-1)[1]
+    i_pred = cKDTree(pred_points).query(gt_points, workers=-1)[1]
+    cos = np.concatenate([(pred_normals * gt_normals[i_gt]).sum(1), (gt_normals * pred_normals[i_pred]).sum(1)])
+    angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return {"normal_consistency": float(np.abs(cos).mean()), "normal_angle_median": float(np.median(angle)),
+            "normal_angle_p90": float(np.percentile(angle, 90))}
 
 
 def chamfer_and_fscore(pred: np.ndarray, gt: np.ndarray, thresholds=F_THRESHOLDS) -> dict[str, float]:
@@ -125,9 +158,11 @@ def evaluate_meshes(pred: RenderMesh, gt: RenderMesh, cfg: EvalConfig | None = N
     if cfg.normalize:
         pv, gv = normalize_vertices(pv), normalize_vertices(gv)
     out: dict[str, float] = {}
-    area = chamfer_and_fscore(sample_surface(pv, pf, cfg.samples, cfg.seed),
-                              sample_surface(gv, gf, cfg.samples, cfg.seed + 1))
+    p_points, p_faces = sample_surface_faces(pv, pf, cfg.samples, cfg.seed)
+    g_points, g_faces = sample_surface_faces(gv, gf, cfg.samples, cfg.seed + 1)
+    area = chamfer_and_fscore(p_points, g_points)
     out.update({k if k != "chamfer" else "chamfer_area": v for k, v in area.items()})
+    out.update(normal_errors(p_points, face_normals(pv, pf)[p_faces], g_points, face_normals(gv, gf)[g_faces]))
     out["chamfer_vertex"] = chamfer_and_fscore(pv, gv, ())["chamfer"]
     occ_p = occupancy_grid(pv, pf, cfg.iou_resolution)
     occ_g = occupancy_grid(gv, gf, cfg.iou_resolution)

@@ -125,8 +125,8 @@ def from_trimesh(loaded) -> RenderMesh:
     verts, faces, colors, uvs, face_mat, textures, factors = [], [], [], [], [], [], []
     offset = 0
     for m, g in enumerate(geoms):
-        v = torch.tensor(np.asarray(g.vertices), dtype=torch.float32)
-        f = torch.tensor(np.asarray(g.faces), dtype=torch.int64)
+        v = torch.tensor(np.ascontiguousarray(g.vertices), dtype=torch.float32)
+        f = torch.tensor(np.ascontiguousarray(g.faces), dtype=torch.int64)  # any strides (a reversed winding)
         visual = g.visual
         col = torch.ones(len(v), 3)
         uv = torch.zeros(len(v), 2)
