@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import trimesh
@@ -280,3 +281,69 @@ def test_refinement_keeps_the_hole_of_the_torus(tiny_cfg):
     assert m.euler_number == 0  # genus 1: the hole is still open
     extent = float(asset.mesh.verts[:, 0].max() - asset.mesh.verts[:, 0].min())
     assert abs(extent - 1.0) < abs(0.95 - 1.0)  # outer diameter 2 (0.35 + 0.15) = 1.0
+
+
+def _lattice_mesh(sdf: np.ndarray) -> trimesh.Trimesh:
+    """Marching tetrahedra of a lattice SDF (in cells, inside > 0) on the unit-spaced Kuhn grid."""
+    from recon.geometry.tets import lattice_vertices, narrow_band
+
+    n = sdf.shape[0]
+    lattice = lattice_vertices(n - 1, 1.0)
+    values = torch.from_numpy(sdf.astype(np.float32))
+    band = narrow_band(values, 1)
+    verts, faces, _ = band.extract(lattice[band.verts], values.reshape(-1)[band.verts])
+    return trimesh.Trimesh(verts.numpy(), faces.numpy(), process=True)
+
+
+def _genus(m: trimesh.Trimesh) -> float:
+    return (2 * len(m.split(only_watertight=False)) - m.euler_number) / 2
+
+
+def test_sign_cleanup_removes_speckles_bridges_and_tunnels():
+    from recon.refine.train import clean_sign_speckles
+
+    n, c, r = 41, 20, 11.5
+    ijk = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1)
+    sphere = r - np.linalg.norm(ijk - c, axis=-1)
+    noisy = sphere.copy()
+    noisy[c, c, c - 13:c + 14] = -0.5  # a tunnel one vertex wide, straight through
+    noisy[c - 3:c + 4, c + 13, c] = 0.5  # a bridge above the top ...
+    noisy[[c - 3, c + 3], c + 12, c] = 0.5  # ... standing on two legs
+    rng = np.random.default_rng(0)
+    near = np.argwhere(np.abs(sphere) < 1.0)
+    for i, j, k in near[rng.choice(len(near), 40, replace=False)]:
+        noisy[i, j, k] = -0.3 * np.sign(sphere[i, j, k])  # spikes and pits
+    before = _lattice_mesh(noisy)
+    assert _genus(before) >= 2
+    cleaned, count = clean_sign_speckles(noisy)
+    assert count > 0
+    # Every vertex back on the sphere's side, except a few the lattice itself leaves as pits and spikes
+    # on the sphere (up to half a cell from its surface).
+    moved = (cleaned > 0) != (sphere > 0)
+    assert moved.sum() < 40 and np.abs(sphere[moved]).max() <= 0.5
+    after = _lattice_mesh(cleaned)
+    assert after.is_watertight and _genus(after) == 0 and len(after.split(only_watertight=False)) == 1
+    untouched = (cleaned == noisy)
+    assert untouched.sum() == n**3 - count
+
+
+def test_sign_cleanup_keeps_clean_surfaces_and_thin_parts():
+    from recon.refine.train import clean_sign_speckles
+
+    n = 41
+    ijk = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).astype(float) - 20
+    # A torus of tube radius 3.3 cells (genus 1) and, apart from it, a sheet one vertex thick. (A radius
+    # of 3 puts exact zeros on lattice vertices, where crossings coincide and the mesh pinches.)
+    ring = np.sqrt(ijk[..., 0] ** 2 + ijk[..., 1] ** 2) - 10
+    torus = 3.3 - np.sqrt(ring**2 + ijk[..., 2] ** 2)
+    sheet = np.full((n, n, n), -1.0)
+    sheet[5:20, 5:20, 36] = 0.5
+    sdf = np.maximum(torus, sheet)
+    cleaned, count = clean_sign_speckles(sdf)
+    changed = cleaned != sdf
+    assert count == changed.sum() < 20  # the lattice's own spikes at the torus's inner rim, ...
+    assert np.abs(sdf[changed]).max() < 0.25  # ... a fraction of a cell inside
+    np.testing.assert_array_equal(cleaned[:, :, 30:], sdf[:, :, 30:])  # the sheet
+    torus_only = cleaned.copy()
+    torus_only[:, :, 30:] = -1.0
+    assert _genus(_lattice_mesh(torus_only)) == 1

@@ -103,6 +103,8 @@ class RefineConfig:
     """Largest sharpness a fitted lobe may reach."""
     lr_light_lobes: float = 0.02
     """Adam learning rate of the lobes' axis offsets and log-sharpness (when fitted)."""
+    sign_cleanup: bool = True
+    """Final mesh: lattice vertices on the other side from 4+ of their 6 neighbours join them (spurious handles)."""
     min_component_frac: float = 0.02
     """Final mesh: components with less area than this fraction of the largest are removed."""
     checkpoint_every: int = 100

@@ -153,6 +153,18 @@ class _Geometry(torch.nn.Module):
             binomial_blur(grid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], passes)  # in place on the view
 
     @torch.no_grad()
+    def clean_sign_speckles(self) -> int:
+        """Remove the sign speckles of the surface as the band sees it (``clean_sign_speckles``, on the SDF
+        cut by the floor); returns how many lattice vertices changed side."""
+        n = self.resolution + 1
+        capped = self.capped_sdf().reshape(n, n, n).numpy()
+        cleaned, count = clean_sign_speckles(capped)
+        if count:
+            changed = torch.from_numpy((cleaned != capped).reshape(-1))
+            self.sdf[changed] = torch.from_numpy(cleaned.reshape(-1)[changed.numpy()]).to(self.sdf.dtype)
+        return count
+
+    @torch.no_grad()
     def capped_sdf(self) -> Tensor:
         """[(R+1)^3] the SDF on the whole lattice as the surface sees it (cut by the floor)."""
         return with_floor(self.sdf, self.above_floor, 0.0)
@@ -253,6 +265,50 @@ def initial_sdf(cfg: RefineConfig, coarse: Mesh) -> Tensor:
         keep = ndimage.binary_dilation(thin, iterations=2)
         sdf = torch.from_numpy(np.where(keep, grid, blurred).reshape(-1).astype(np.float32))
     return sdf.clamp(-4 * max(cfg.band_width, 1), 4 * max(cfg.band_width, 1))
+
+
+def clean_sign_speckles(sdf: np.ndarray, max_passes: int = 20, min_thin_part: int = 27) -> tuple[np.ndarray, int]:
+    """The SDF volume [X, Y, Z] (in cells, inside > 0) with its sign speckles removed, and how many lattice
+    vertices changed side.
+
+    Speckles are the cell-sized spikes, pits, bridges and tunnels that noisy per-vertex steps leave on
+    a surface; a bridge or a tunnel adds a spurious handle (genus) to the mesh. A vertex with at most two
+    of its 6 axis neighbours on its own side joins the other side, repeated until none is left (at most
+    ``max_passes``); its new value is the mean of the neighbours on the side it joins, so the surface
+    there lies where they put it. Any surface of a part at least two vertices thick keeps its vertices
+    (three or more neighbours on their own side), but parts one vertex thick would erode from their
+    edges, so inside parts thinner than 4 cells (``thin_inside``) of at least ``min_thin_part`` vertices,
+    and the vertices within 2 of them, are left as they are: speckles are cleaned on bulky surfaces only.
+    """
+    shape = sdf.shape
+    offsets = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+    thin = thin_inside(sdf, 2.0, 3)
+    # A thin part spans many vertices; a handful are a speckle themselves (a bridge, an islet).
+    labels, count = ndimage.label(thin, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.reshape(-1), minlength=count + 1)
+    big = sizes >= min_thin_part
+    big[0] = False
+    protect = ndimage.binary_dilation(big[labels], iterations=2)
+    out = sdf.copy()
+    changed = np.zeros(shape, dtype=bool)
+    for _ in range(max_passes):
+        padded = np.pad(out, 1, mode="edge")
+        neighbours = np.stack([padded[tuple(slice(1 + d, shape[a] + 1 + d) for a, d in enumerate(o))]
+                               for o in offsets])
+        inside = out > 0
+        side_in = neighbours > 0
+        n_in = side_in.sum(0)
+        flip = np.where(inside, n_in <= 2, n_in >= 4) & ~protect
+        if not flip.any():
+            break
+        mean_in = np.where(side_in, neighbours, 0).sum(0) / np.maximum(n_in, 1)
+        mean_out = np.where(~side_in, neighbours, 0).sum(0) / np.maximum(6 - n_in, 1)
+        to_out, to_in = flip & inside, flip & ~inside
+        # Strictly on the joined side (a value of exactly 0 counts as outside).
+        out[to_out] = np.minimum(mean_out[to_out], -1e-3)
+        out[to_in] = np.maximum(mean_in[to_in], 1e-3)
+        changed |= flip
+    return out, int(changed.sum())
 
 
 def thin_inside(sdf: np.ndarray, half_thickness: float, reach: int) -> np.ndarray:
@@ -427,10 +483,11 @@ def fit_refined(
                             "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "step": done},
                            checkpoint)
     seconds = time.perf_counter() - t0
+    speckles = geometry.clean_sign_speckles() if cfg.sign_cleanup else 0
     mesh = final_mesh(cfg, geometry, albedo)
     metrics = {"loss": loss_val, "train_psnr": psnr_val, "seconds": seconds, "init_seconds": init_seconds,
                "steps": cfg.steps - start, "faces": int(mesh.faces.shape[0]), "verts": int(mesh.verts.shape[0]),
-               "band_fraction": float(np.mean(band_fracs)) if band_fracs else 0.0,
+               "band_fraction": float(np.mean(band_fracs)) if band_fracs else 0.0, "sign_speckles": speckles,
                "light_amplitudes": [round(float(a), 4) for a in light.amplitudes.detach()]}
     log.info("refinement: %d steps in %.1f s, loss %.4f, train PSNR %.2f dB, %d faces", cfg.steps - start, seconds,
              loss_val, psnr_val, mesh.faces.shape[0])
