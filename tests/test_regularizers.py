@@ -59,6 +59,20 @@ def test_gradient_blur_kernel_is_bit_identical_to_the_torch_code():
         lattice[2:9, 1:8, 3:7].clone().permute(3, 0, 1, 2).contiguous().permute(1, 2, 3, 0), 2)
     binomial_blur(lattice[2:9, 1:8, 3:7], 2)
     assert torch.equal(lattice, expected)
+    # Sparse boxes (the kernel skips zero runs): spikes at the line ends, and pairs of spikes whose gaps
+    # straddle the kernel's merge distance 2 (passes + 1), for several pass counts.
+    for passes in (1, 3, 8):
+        reach = passes + 1
+        sparse = torch.zeros(5, 4, 60, 2)
+        for gap in (2 * reach - 1, 2 * reach, 2 * reach + 1, 2 * reach + 2):
+            line = sparse[gap % 5, gap % 4, :, gap % 2]
+            line[0], line[5], line[5 + gap], line[59] = 1.0, -2.0, 3.0, 0.5
+        sparse[2, 1, 20:23, :] = torch.randn(3, 2, generator=gen)
+        for box in (sparse, sparse.permute(2, 0, 1, 3).contiguous(), sparse.permute(0, 2, 1, 3).contiguous()):
+            fast = binomial_blur(box.clone(), passes)
+            ref = binomial_blur(box.clone().permute(3, 0, 1, 2).contiguous().permute(1, 2, 3, 0), passes)
+            assert torch.equal(fast, ref), passes
+            assert float(fast.abs().sum()) > float(box.abs().sum()) * 0.5
     # A single spike spreads with the binomial weights (variance 1/2 per pass and axis).
     spike = torch.zeros(9, 9, 9, 1)
     spike[4, 4, 4] = 1
