@@ -83,7 +83,7 @@ class RefineConfig:
     """Weight of albedo smoothness (difference to the albedo a small random step away)."""
     albedo_smooth_radius: float = 0.01
     """Standard deviation of that step, world units."""
-    grad_smooth_cells: float = 1.0
+    grad_smooth_cells: float = 2.0
     """Gaussian blur (sigma, in cells) of the SDF and deformation gradients before each step (0: none)."""
     lr_sdf: float = 0.02
     """Adam learning rate of the SDF (in cells)."""
