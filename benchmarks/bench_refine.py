@@ -36,22 +36,11 @@ from _objects import object_orbit
 DEFAULT_OBJECTS = ["sphere", "torus", "union", "demo", "duck", "bunny"]
 
 
-def _genus(verts, faces) -> float:
-    """Genus from the Euler characteristic of a closed mesh (merged vertices); NaN when not closed."""
-    import trimesh
-
-    m = trimesh.Trimesh(verts, faces, process=True)
-    if not m.is_watertight:
-        return float("nan")
-    bodies = len(m.split(only_watertight=False))
-    return float((2 * bodies - m.euler_number) / 2)
-
-
 def run_object(name: str, preset: str, overrides: list[str], size: int, work: Path) -> dict[str, object]:
     import torch
 
     from recon.config import load_config
-    from recon.eval.metrics import EvalConfig, evaluate_meshes, heldout_cameras, psnr
+    from recon.eval.metrics import EvalConfig, evaluate_meshes, heldout_cameras, mesh_genus, psnr
     from recon.pipeline import run
     from recon.previews import vertex_colored
     from recon.refine.render import render_asset
@@ -95,8 +84,8 @@ def run_object(name: str, preset: str, overrides: list[str], size: int, work: Pa
         "psnr_albedo": round(ps["albedo"], 2),
         "psnr_shaded": round(ps["shaded"], 2),
         "faces": int(rm.faces.shape[0]),
-        "genus_coarse": _genus(cm.verts.numpy(), cm.faces.numpy()),
-        "genus": _genus(rm.verts.numpy(), rm.faces.numpy()),
+        "genus_coarse": mesh_genus(cm.verts.numpy(), cm.faces.numpy()),
+        "genus": mesh_genus(rm.verts.numpy(), rm.faces.numpy()),
         "band_fraction": round(refine["band_fraction"], 4),
     }
 

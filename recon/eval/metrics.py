@@ -112,6 +112,18 @@ def chamfer_and_fscore(pred: np.ndarray, gt: np.ndarray, thresholds=F_THRESHOLDS
     return out
 
 
+def mesh_genus(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Genus of a closed mesh [V, 3] / [F, 3] (vertices merged first), summed over its bodies, from the
+    Euler characteristic: (2 bodies - chi) / 2. NaN when the merged mesh is not closed."""
+    import trimesh
+
+    m = trimesh.Trimesh(verts, faces, process=True)
+    if not m.is_watertight:
+        return float("nan")
+    bodies = len(m.split(only_watertight=False))
+    return float((2 * bodies - m.euler_number) / 2)
+
+
 def normalize_vertices(verts: np.ndarray) -> np.ndarray:
     """Largest bounding-box extent 1, box centred at the origin."""
     lo, hi = verts.min(0), verts.max(0)
