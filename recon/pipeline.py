@@ -242,7 +242,7 @@ def run_refine_stage(cfg: PipelineConfig, result: RunResult, force: bool = False
             log.info("refine: soft-masked SDS with %s over the last %d steps", cfg.guidance.model,
                      cfg.guidance.sds_ramp_steps)
         asset = fit_refined(cfg.refine, result.orbit, result.coarse_mesh, seed=cfg.seed, checkpoint=train_ckpt,
-                            extra_losses=hooks)
+                            extra_losses=hooks, centred_object=cfg.extract.centred_object)
         asset.save(final)
         train_ckpt.unlink(missing_ok=True)
     asset.mesh.save_ply(out / "refined.ply")

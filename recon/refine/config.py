@@ -46,7 +46,7 @@ class RefineConfig:
     max_deform: float = 0.45
     """Largest vertex displacement, as a fraction of a cell (tanh-bounded)."""
     floor_margin: float = 1.0
-    """The surface may not sink more than this many cells below the coarse mesh's lowest point (< 0: no floor)."""
+    """Cells the surface may sink below the coarse mesh's lowest point (centred: 0, or down to -top; < 0: none)."""
     views_per_step: int = 8
     """Views rendered per step (a random subset; all views when >= their number)."""
     resolutions: tuple[int, ...] = (128, 256, 384)
@@ -71,6 +71,8 @@ class RefineConfig:
     """Weight of the silhouette loss (squared error of antialiased coverage against the input mask)."""
     illumination_weight: float = 0.3
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
+    illumination_loss: Literal["l1", "l2"] = "l1"
+    """Penalty of the illumination loss: l1 lets texture (a dark beak, eyes) be outliers; l2 bends the light to it."""
     illumination_blur: float = 0.0
     """Blur (sigma, fraction of the image size) of the input luminance the illumination loss matches (0: none)."""
     sdf_weight: float = 0.02

@@ -10,9 +10,10 @@ shading in linear RGB). Each step renders a random subset of views at the phase'
 - photometric: L1/L2 of the shaded colour at ``pixels_per_step`` covered pixels (the albedo field is
   queried only there; gradients reach the geometry through the barycentrics and normals);
 - illumination (demodulation): the relative irradiance E(n)/mean(E) at those pixels should match the
-  relative linear luminance of the input there (blurred by ``illumination_blur``, none by default: the
-  irradiance depends on the normal only, so texture averages out over the many pixels sharing a normal,
-  while a blur mixes pixels of different normals and flattens the light), so shading goes into the light;
+  relative linear luminance of the input there, so shading goes into the light. The irradiance depends on
+  the normal only, so texture averages out over the many pixels sharing a normal; an L1 penalty (the
+  default) treats texture as outliers. The luminance is blurred by ``illumination_blur`` (none by
+  default: a blur mixes pixels of different normals and flattens the light);
 - DMTet's SDF sign regulariser, normal consistency, Laplacian smoothing, albedo smoothness;
 - any extra losses passed as hooks (the SDS guidance plugs in here).
 """
@@ -121,9 +122,17 @@ class _Geometry(torch.nn.Module):
         # Height above the floor in cells: the SDF is cut by it (``with_floor``, as the coarse mesh was),
         # so no surface forms below the floor.
         self.register_buffer("above_floor", (self.lattice[:, 1] - floor) / self.cell)
+        self.floor = floor
         self.sdf = torch.nn.Parameter(sdf_cells.clone())
         self.deform = torch.nn.Parameter(torch.zeros(sdf_cells.shape[0], 3))
         self.band: TetBand | None = None
+
+    @torch.no_grad()
+    def set_floor(self, floor: float) -> None:
+        """Move the floor plane to height ``floor`` (world units); the next band sees the new cut."""
+        if floor != self.floor:
+            self.above_floor.copy_((self.lattice[:, 1] - floor) / self.cell)
+            self.floor = floor
 
     def rebuild_band(self, width: int) -> TetBand:
         n = self.resolution + 1
@@ -244,8 +253,39 @@ def _sample(covered: Tensor, masks: Tensor, count: int, gen: torch.Generator) ->
     return cand
 
 
+def illumination_loss(irradiance: Tensor, luminance: Tensor, penalty: str = "l1") -> Tensor:
+    """Mismatch of relative irradiance [P] and relative linear luminance [P] at the same pixels (scalar).
+
+    Both are divided by their mean, so only the light's shape is matched, not its level. Irradiance is a
+    function of the normal alone, so texture (a dark beak, eyes) is an outlier against it: under 'l2' the
+    duck's beak bent the fitted light (log error 0.068 against the truth on a frozen mesh; 0.047 under 'l1').
+    """
+    diff = irradiance / irradiance.mean() - luminance / luminance.mean().clamp(min=1e-4)
+    return diff.abs().mean() if penalty == "l1" else (diff ** 2).mean()
+
+
 def _photometric(cfg: RefineConfig, pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).abs().mean() if cfg.photometric == "l1" else ((pred - target) ** 2).mean()
+
+
+def refine_floor(cfg: RefineConfig, coarse_low: float, top: float, centred_object: bool) -> float:
+    """Height below which no surface forms during refinement (world units; -inf: none).
+
+    The coarse stage cut its mesh at its floor (``recon.extract.floor_height``): below the lowest point
+    any view saw, nothing holds the hidden underside of an object seen from above, and over the default
+    preset's 1000 steps it sank up to 2.7 cm there, invisible in every view but enough to shift a
+    bounding-box-normalised evaluation. An object that is not centred may sink ``cfg.floor_margin`` cells
+    below the coarse mesh's lowest point ``coarse_low``. A centred object's bottom lies opposite its top,
+    which the views do see: the floor is ``min(coarse_low, -top)`` with ``top`` the current surface's
+    highest point, so what the coarse stage observed stays and nothing sinks below the centred box (the
+    benchmark union, whose bottom no view shows, sank the full margin: normalised Chamfer 0.0119 against
+    0.0097 cut at its coarse floor).
+    """
+    if cfg.floor_margin < 0:
+        return -math.inf
+    if centred_object:
+        return min(coarse_low, -top)
+    return coarse_low - cfg.floor_margin * cfg.cell
 
 
 def initial_sdf(cfg: RefineConfig, coarse: Mesh) -> Tensor:
@@ -327,10 +367,13 @@ def fit_refined(
     checkpoint: Path | None = None,
     progress: bool = True,
     extra_losses: list[ExtraLoss] | None = None,
+    centred_object: bool = False,
 ) -> RefinedAsset:
     """Refine ``coarse`` against ``orbit``; returns the refined mesh, albedo field and light.
 
     Args:
+        centred_object: the object's box is centred at the origin (``extract.centred_object``): the floor
+            follows minus the surface's top as it moves (``refine_floor``).
         checkpoint: saved every ``cfg.checkpoint_every`` steps; an unfinished one is resumed.
         extra_losses: hooks called each step with a ``HookContext``; their results are added to the loss.
     """
@@ -345,11 +388,9 @@ def fit_refined(
     gen = torch.Generator().manual_seed(seed + 1)
     orbit = orbit.to("cpu")
     t_init = time.perf_counter()
-    # Below the coarse mesh's lowest point no view saw matter (the coarse stage cut its mesh at its floor,
-    # ``recon.extract.floor_height``); in the wedge under an object seen from above nothing else holds the surface, and
-    # over 1000 steps it sank up to 2.7 cm there, which also shifts a bounding-box-normalised evaluation.
-    floor = float(coarse.verts[:, 1].min()) - cfg.floor_margin * cfg.cell if cfg.floor_margin >= 0 else -math.inf
-    geometry = _Geometry(initial_sdf(cfg, coarse), cfg, floor)
+    coarse_low = float(coarse.verts[:, 1].min())
+    top = float(coarse.verts[:, 1].max())
+    geometry = _Geometry(initial_sdf(cfg, coarse), cfg, refine_floor(cfg, coarse_low, top, centred_object))
     albedo_init = {"bound": cfg.bound, "levels": cfg.albedo.levels, "log2_size": cfg.albedo.log2_size,
                    "base_res": cfg.albedo.base_res, "max_res": cfg.albedo.max_res, "hidden": cfg.albedo.hidden}
     light_init = {"count": cfg.sg_count, "sharpness": cfg.sg_sharpness, "learn_lobes": cfg.sg_learn_lobes,
@@ -378,6 +419,7 @@ def fit_refined(
             optimizer.load_state_dict(saved["optimizer"])
             gen.set_state(saved["generator"])
             start = saved["step"]
+            top = saved.get("top", top)
             log.info("resuming refinement from %s at step %d", checkpoint, start)
     init_seconds = time.perf_counter() - t_init
     max_size = min(orbit.height, orbit.width)
@@ -393,10 +435,12 @@ def fit_refined(
                 levels[ph] = _level(orbit, min(cfg.resolutions[ph], max_size), cfg.illumination_blur)
             lvl = levels[ph]
             if geometry.band is None or (step - start) % cfg.band_every == 0:
+                geometry.set_floor(refine_floor(cfg, coarse_low, top, centred_object))
                 band_fracs.append(geometry.rebuild_band(cfg.band_width).fraction)
             verts, faces, band_sdf, crossed = geometry.extract()
             if faces.shape[0] == 0:
                 raise RuntimeError(f"refinement lost the surface at step {step}: try a lower learning rate")
+            top = float(verts[:, 1].max())
             k = min(cfg.views_per_step, n_views)
             views = torch.randperm(n_views, generator=gen)[:k]
             cams = lvl.cameras.subset(views)
@@ -442,7 +486,7 @@ def fit_refined(
             target = take_rows(lvl.images.reshape(-1, 3), flat)
             rgb_loss = _photometric(cfg, rgb, target)
             lum = lvl.luminance.reshape(-1)[flat]
-            illum_loss = ((irr / irr.mean() - lum / lum.mean().clamp(min=1e-4)) ** 2).mean()
+            illum_loss = illumination_loss(irr, lum, cfg.illumination_loss)
             m = min(pix.shape[0], 4096)
             jitter = torch.randn(m, 3, generator=gen) * cfg.albedo_smooth_radius
             smooth_loss = (alb[:m] - albedo(points[:m].detach() + jitter)).abs().mean()
@@ -480,7 +524,8 @@ def fit_refined(
                     and done < cfg.steps:
                 save_state({"sdf": geometry.sdf.detach(), "deform": geometry.deform.detach(),
                             "albedo": albedo.state_dict(), "light": light.state_dict(),
-                            "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "step": done},
+                            "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "step": done,
+                            "top": top},
                            checkpoint)
     seconds = time.perf_counter() - t0
     speckles = geometry.clean_sign_speckles() if cfg.sign_cleanup else 0
