@@ -71,7 +71,7 @@ class RefineConfig:
     """Weight of the silhouette loss (squared error of antialiased coverage against the input mask)."""
     illumination_weight: float = 0.3
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
-    illumination_loss: Literal["l1", "l2"] = "l1"
+    illumination_loss: Literal["l1", "l2"] = "l2"
     """Penalty of the illumination loss: l1 lets texture (a dark beak, eyes) be outliers; l2 bends the light to it."""
     illumination_blur: float = 0.0
     """Blur (sigma, fraction of the image size) of the input luminance the illumination loss matches (0: none)."""

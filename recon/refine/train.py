@@ -192,6 +192,10 @@ class _Geometry(torch.nn.Module):
         """(verts [V, 3], faces [F, 3], the band's sdf [Vb], the band edges the surface crosses [V, 2])."""
         pos, sdf = self.band_state()
         verts, faces, vert_edge = self.band.extract(pos, sdf)
+        if math.isfinite(self.floor):
+            # The SDF's cut puts the surface at the floor on the lattice; the deformation could still move it
+            # up to ``max_deform`` cells lower (the union's hidden bottom went 0.45 cell below).
+            verts = torch.cat([verts[:, :1], verts[:, 1:2].clamp(min=self.floor), verts[:, 2:]], dim=1)
         return verts, faces, sdf, self.band.edges[vert_edge]
 
 
