@@ -72,7 +72,7 @@ class RefineConfig:
     illumination_weight: float = 0.3
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
     illumination_loss: Literal["l1", "l2"] = "l2"
-    """Penalty of the illumination loss: l1 lets texture (a dark beak, eyes) be outliers; l2 bends the light to it."""
+    """Illumination loss penalty: l2 (mean per normal) suits balanced textures, l1 (median) minority ones (a beak)."""
     illumination_blur: float = 0.0
     """Blur (sigma, fraction of the image size) of the input luminance the illumination loss matches (0: none)."""
     sdf_weight: float = 0.02
