@@ -258,7 +258,12 @@ def _sample(covered: Tensor, masks: Tensor, count: int, gen: torch.Generator) ->
     return cand
 
 
-def illumination_loss(irradiance: Tensor, luminance: Tensor, penalty: str = "l1") -> Tensor:
+def _penalty(diff: Tensor, kind: str) -> Tensor:
+    """Mean absolute ('l1') or mean squared ('l2') value of ``diff``."""
+    return diff.abs().mean() if kind == "l1" else (diff ** 2).mean()
+
+
+def illumination_loss(irradiance: Tensor, luminance: Tensor, penalty: str = "l2") -> Tensor:
     """Mismatch of relative irradiance [P] and relative linear luminance [P] at the same pixels (scalar).
 
     Both are divided by their mean, so only the light's shape is matched, not its level. Irradiance is a
@@ -268,12 +273,7 @@ def illumination_loss(irradiance: Tensor, luminance: Tensor, penalty: str = "l1"
     colours and the light follows them (the union's unlit fit: albedo 30.4 -> 28.2 dB under 'l1'), so 'l2'
     is the default.
     """
-    diff = irradiance / irradiance.mean() - luminance / luminance.mean().clamp(min=1e-4)
-    return diff.abs().mean() if penalty == "l1" else (diff ** 2).mean()
-
-
-def _photometric(cfg: RefineConfig, pred: Tensor, target: Tensor) -> Tensor:
-    return (pred - target).abs().mean() if cfg.photometric == "l1" else ((pred - target) ** 2).mean()
+    return _penalty(irradiance / irradiance.mean() - luminance / luminance.mean().clamp(min=1e-4), penalty)
 
 
 def refine_floor(cfg: RefineConfig, coarse_low: float, top: float, centred_object: bool) -> float:
@@ -492,7 +492,7 @@ def fit_refined(
             # views' full images every step.
             flat = (views[b] * H + y) * W + x
             target = take_rows(lvl.images.reshape(-1, 3), flat)
-            rgb_loss = _photometric(cfg, rgb, target)
+            rgb_loss = _penalty(rgb - target, cfg.photometric)
             lum = lvl.luminance.reshape(-1)[flat]
             illum_loss = illumination_loss(irr, lum, cfg.illumination_loss)
             m = min(pix.shape[0], 4096)
