@@ -73,6 +73,12 @@ class RefineConfig:
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
     illumination_loss: Literal["l1", "l2"] = "l2"
     """Illumination loss penalty: l2 (mean per normal) suits balanced textures, l1 (median) minority ones (a beak)."""
+    illumination_groups: int = 8
+    """Chromaticity clusters (k-means) within which the illumination loss compares light and luminance (1: one)."""
+    illumination_group_merge: float = 0.03
+    """Clusters whose chromaticity centres are nearer than this are one group (one material split in two)."""
+    photometric_moves_light: bool = False
+    """Photometric gradients reach the light too (else the illumination loss alone fits it, albedo the rest)."""
     illumination_blur: float = 0.0
     """Blur (sigma, fraction of the image size) of the input luminance the illumination loss matches (0: none)."""
     sdf_weight: float = 0.02
@@ -115,6 +121,10 @@ class RefineConfig:
     """The albedo field."""
 
     def __post_init__(self) -> None:
+        if self.illumination_groups < 1:
+            raise ConfigError(f"refine.illumination_groups must be 1 or more, got {self.illumination_groups}")
+        if not self.illumination_group_merge >= 0:
+            raise ConfigError(f"refine.illumination_group_merge must be 0 or more, got {self.illumination_group_merge}")
         if not self.illumination_blur >= 0:
             raise ConfigError(f"refine.illumination_blur must be 0 or more, got {self.illumination_blur}")
 
