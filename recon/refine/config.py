@@ -61,7 +61,7 @@ class RefineConfig:
     """Let colour gradients move the surface through the albedo lookup positions (multi-view stereo cue)."""
     shading_moves_geometry: bool = False
     """Let photometric gradients reach the geometry through the shading normals (shape from shading)."""
-    normal_smoothing: int = 4
+    normal_smoothing: int = 16
     """1-ring averaging passes over the normals the shading sees (when shading does not move geometry)."""
     photometric: Literal["l1", "l2"] = "l1"
     """Photometric loss on the sampled pixels (sRGB)."""
@@ -105,7 +105,7 @@ class RefineConfig:
     """Spherical Gaussians in the light (axes start on a Fibonacci sphere, grey amplitudes)."""
     sg_sharpness: float = 12.0
     """Sharpness of every lobe (>= 2); the initial one when the lobes are fitted."""
-    sg_learn_lobes: bool = False
+    sg_learn_lobes: bool = True
     """Fit each lobe's axis and sharpness too (else only the amplitudes)."""
     sg_max_sharpness: float = 64.0
     """Largest sharpness a fitted lobe may reach."""

@@ -52,7 +52,7 @@ from recon.render import antialias, rasterize
 from recon.render.topology import compute_edge_topology
 from recon.render.views import clip_positions, vertex_normals
 from recon.shading.albedo import AlbedoField
-from recon.shading.chromaticity import ChromaticityGroups
+from recon.shading.chromaticity import LUMA, ChromaticityGroups
 from recon.shading.sg import SGLight, srgb_to_linear
 from recon.types import Mesh, Orbit, RefinedAsset, load_state, save_state
 
@@ -103,7 +103,7 @@ def _level(orbit: Orbit, size: int, blur: float, groups: ChromaticityGroups | No
         images = torch.nn.functional.interpolate(orbit.images.permute(0, 3, 1, 2), size=(size, size), mode="area")
         images = images.permute(0, 2, 3, 1).contiguous()
         masks = torch.nn.functional.interpolate(orbit.masks[:, None], size=(size, size), mode="area")[:, 0]
-    lum = (srgb_to_linear(images) * torch.tensor([0.2126, 0.7152, 0.0722])).sum(-1).numpy()
+    lum = (srgb_to_linear(images) * torch.tensor(LUMA)).sum(-1).numpy()
     low = lum
     if blur > 0:
         m = masks.numpy()
