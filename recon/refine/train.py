@@ -52,8 +52,8 @@ from recon.render import antialias, rasterize
 from recon.render.topology import compute_edge_topology
 from recon.render.views import clip_positions, vertex_normals
 from recon.shading.albedo import AlbedoField
-from recon.shading.chromaticity import LUMA, ChromaticityGroups
-from recon.shading.sg import SGLight, srgb_to_linear
+from recon.shading.chromaticity import ChromaticityGroups
+from recon.shading.sg import SGLight, linear_luminance
 from recon.types import Mesh, Orbit, RefinedAsset, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class _Level:
     images: Tensor  # [N, r, r, 3]
     masks: Tensor  # [N, r, r]
     luminance: Tensor  # [N, r, r]
-    groups: Tensor  # [N, r, r] long chromaticity group per pixel (-1: none)
+    groups: Tensor | None  # [N, r, r] long chromaticity group per pixel (-1: none); None: one group
     cameras: Cameras
 
 
@@ -103,14 +103,14 @@ def _level(orbit: Orbit, size: int, blur: float, groups: ChromaticityGroups | No
         images = torch.nn.functional.interpolate(orbit.images.permute(0, 3, 1, 2), size=(size, size), mode="area")
         images = images.permute(0, 2, 3, 1).contiguous()
         masks = torch.nn.functional.interpolate(orbit.masks[:, None], size=(size, size), mode="area")[:, 0]
-    lum = (srgb_to_linear(images) * torch.tensor(LUMA)).sum(-1).numpy()
+    lum = linear_luminance(images).numpy()
     low = lum
     if blur > 0:
         m = masks.numpy()
         sigma = (0, blur * size, blur * size)
         # Blur inside the mask only (normalised convolution), so the background does not leak in.
         low = ndimage.gaussian_filter(lum * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-4)
-    labels = groups.labels(images) if groups is not None else torch.zeros(masks.shape, dtype=torch.long)
+    labels = groups.labels(images) if groups is not None else None
     return _Level(images.contiguous(), masks.contiguous(), torch.from_numpy(low.astype(np.float32)), labels,
                   orbit.cameras.scaled(size, size))
 
@@ -283,11 +283,11 @@ def illumination_loss(irradiance: Tensor, luminance: Tensor, penalty: str = "l2"
         labels = groups.clamp(min=0)
         n = int(labels.max()) + 1 if labels.numel() else 1
         counts = torch.bincount(labels, weights=(groups >= 0).to(irradiance.dtype), minlength=n)
-        keep = (groups >= 0) & (counts[labels] >= min_group)
+        used = counts >= min_group
+        keep = (groups >= 0) & used[labels]
         if bool(keep.any()):
             sum_irr = torch.zeros(n, dtype=irradiance.dtype).index_add(0, labels, irradiance * keep)
             sum_lum = torch.zeros(n, dtype=luminance.dtype).index_add(0, labels, luminance * keep)
-            used = counts >= min_group
             # Groups left out get a mean of 1, not 0: a 0/0 there would make the backward pass NaN.
             mean_irr = torch.where(used, sum_irr / counts.clamp(min=1), torch.ones_like(sum_irr))
             mean_lum = torch.where(used, sum_lum / counts.clamp(min=1), torch.ones_like(sum_lum))
@@ -522,7 +522,8 @@ def fit_refined(
             target = take_rows(lvl.images.reshape(-1, 3), flat)
             rgb_loss = _penalty(rgb - target, cfg.photometric)
             lum = lvl.luminance.reshape(-1)[flat]
-            illum_loss = illumination_loss(irr, lum, cfg.illumination_loss, lvl.groups.reshape(-1)[flat])
+            pixel_groups = lvl.groups.reshape(-1)[flat] if lvl.groups is not None else None
+            illum_loss = illumination_loss(irr, lum, cfg.illumination_loss, pixel_groups)
             m = min(pix.shape[0], 4096)
             jitter = torch.randn(m, 3, generator=gen) * cfg.albedo_smooth_radius
             smooth_loss = (alb[:m] - albedo(points[:m].detach() + jitter)).abs().mean()

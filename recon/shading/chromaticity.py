@@ -15,15 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from recon.shading.sg import srgb_to_linear
-
-LUMA = (0.2126, 0.7152, 0.0722)
-"""Rec. 709 weights of linear RGB in luminance."""
+from recon.shading.sg import linear_luminance, srgb_to_linear
 
 
 def chromaticity(srgb: Tensor) -> Tensor:
     """[..., 3] sRGB colours in [0, 1] -> [..., 2] linear chromaticity (r, g) / (r + g + b); black -> (1/3, 1/3)."""
-    lin = srgb_to_linear(srgb.clamp(0, 1))
+    lin = srgb_to_linear(srgb)
     total = lin.sum(-1, keepdim=True)
     chrom = lin[..., :2] / total.clamp(min=1e-6)
     return torch.where(total > 1e-6, chrom, torch.full_like(chrom, 1 / 3))
@@ -77,7 +74,7 @@ class ChromaticityGroups:
         if count < 1:
             raise ValueError(f"chromaticity groups: count must be >= 1, not {count}")
         colours = srgb.reshape(-1, 3).float()
-        lum = (srgb_to_linear(colours.clamp(0, 1)) * colours.new_tensor(LUMA)).sum(-1)
+        lum = linear_luminance(colours)
         brightest = float(lum.max()) if lum.numel() else 0.0
         lit = colours[lum >= dark_fraction * brightest] if lum.numel() else colours
         gen = torch.Generator().manual_seed(seed)
@@ -107,7 +104,7 @@ class ChromaticityGroups:
         colours = srgb.reshape(-1, 3).float()
         if self.centres.shape[0] == 0:
             return torch.full(shape, -1, dtype=torch.long)
-        lum = (srgb_to_linear(colours.clamp(0, 1)) * colours.new_tensor(LUMA)).sum(-1)
+        lum = linear_luminance(colours)
         out = torch.empty(colours.shape[0], dtype=torch.long)
         # Chunked: an orbit at full resolution is a few million pixels.
         for lo in range(0, colours.shape[0], 1 << 18):

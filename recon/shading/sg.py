@@ -39,6 +39,15 @@ def srgb_to_linear(x: Tensor) -> Tensor:
     return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055).clamp(min=1e-8) ** 2.4)
 
 
+LUMA = (0.2126, 0.7152, 0.0722)
+"""Rec. 709 weights of linear RGB in luminance."""
+
+
+def linear_luminance(srgb: Tensor) -> Tensor:
+    """[..., 3] sRGB colours -> [...] linear luminance (Rec. 709 weights of linear RGB)."""
+    return (srgb_to_linear(srgb) * srgb.new_tensor(LUMA)).sum(-1)
+
+
 def linear_to_srgb(x: Tensor) -> Tensor:
     """Linear [0, 1] -> sRGB [0, 1]."""
     x = x.clamp(0, 1)
