@@ -77,6 +77,48 @@ def test_fitted_lobes_represent_a_directional_light_better_than_fixed_ones():
                                SGLight(24, 12.0).irradiance(normals))
 
 
+def test_mean_reference_is_not_dimmed_by_light_from_unseen_directions():
+    """The orbit sees no normal facing down; a lobe growing there (nothing constrains it) must not change
+    the irradiance, hence the albedo, of the normals it does see (relative to the peak, it does: by 40%)."""
+    seen = fibonacci_sphere(2000)
+    seen = seen[seen[:, 1] > 0.5]
+    changes = {}
+    for reference in ("peak", "mean"):
+        light = SGLight(24, 12.0, reference=reference)
+        light.set_reference_normals(seen)
+        with torch.no_grad():
+            before = light.irradiance(seen)
+            down = int(torch.argmin(light.axes[:, 1]))
+            light.amplitude_logits[down] = 4.0  # softplus: ~6x the other lobes
+            after = light.irradiance(seen)
+        changes[reference] = float((after / before - 1).abs().max())
+    assert changes["mean"] < 0.05 and changes["peak"] > 0.3, changes  # measured: 0.03 and 0.41
+
+
+def test_mean_reference_is_the_mean_over_the_reference_normals_and_round_trips():
+    torch.manual_seed(0)
+    light = SGLight(24, 12.0, reference="mean")
+    with torch.no_grad():
+        light.amplitude_logits.copy_(torch.randn(24))
+    with pytest.raises(ValueError, match="at least one"):
+        light.set_reference_normals(torch.zeros(0, 3))
+    # Normals on the probes themselves: the reference is exactly their (weighted) mean irradiance.
+    chosen = light.probes[torch.tensor([3, 3, 70, 200])]
+    light.set_reference_normals(chosen, torch.tensor([1.0, 1.0, 2.0, 4.0]))
+    with torch.no_grad():
+        e = light.irradiance(chosen)
+    assert float((e * torch.tensor([1.0, 1.0, 2.0, 4.0])).sum() / 8) == pytest.approx(1.0, abs=1e-5)
+    again = SGLight(24, 12.0, reference="mean")
+    again.load_state_dict(light.state_dict())
+    torch.testing.assert_close(again.irradiance(chosen), light.irradiance(chosen))
+    # A light saved before the reference existed ('peak', no weights in its state) still loads.
+    old = SGLight(24, 12.0)
+    assert "probe_weights" not in old.state_dict()
+    SGLight(24, 12.0).load_state_dict(old.state_dict())
+    with pytest.raises(ValueError, match="reference"):
+        SGLight(24, 12.0, reference="median")  # type: ignore[arg-type]
+
+
 def test_srgb_round_trip():
     x = torch.linspace(0, 1, 101)
     assert torch.allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-5)

@@ -111,6 +111,8 @@ class RefineConfig:
     """Largest sharpness a fitted lobe may reach."""
     lr_light_lobes: float = 0.02
     """Adam learning rate of the lobes' axis offsets and log-sharpness (when fitted)."""
+    light_reference: Literal["observed", "peak"] = "observed"
+    """Irradiance relative to its mean over the normals the orbit sees, or to its peak over all normals."""
     sign_cleanup: bool = True
     """Final mesh: lattice vertices on the other side from 4+ of their 6 neighbours join them (spurious handles)."""
     min_component_frac: float = 0.02

@@ -48,7 +48,7 @@ from recon.geometry.tets import TetBand, lattice_vertices, narrow_band
 from recon.log import StepProgress
 from recon.ops import cpu_float32, numpy_of, phase_index, take_rows
 from recon.refine.config import RefineConfig
-from recon.render import antialias, rasterize
+from recon.render import antialias, interpolate, rasterize
 from recon.render.topology import compute_edge_topology
 from recon.render.views import clip_positions, vertex_normals
 from recon.shading.albedo import AlbedoField
@@ -387,6 +387,18 @@ def thin_inside(sdf: np.ndarray, half_thickness: float, reach: int) -> np.ndarra
     return (sdf > 0) & (deepest < half_thickness)
 
 
+@torch.no_grad()
+def observed_normals(mesh: Mesh, cameras: Cameras, size: int = 128) -> Tensor:
+    """[P, 3] unit normals of ``mesh`` at the pixels it covers in the views of ``cameras`` rendered at
+    ``size``² (pixel-weighted: a normal counts as often as the views show it)."""
+    cams = cameras.scaled(size, size)
+    verts, tri = mesh.verts.float(), mesh.faces.int()
+    rast = rasterize(clip_positions(verts, cams), tri, (size, size))
+    vn = vertex_normals(verts, mesh.faces.long())
+    normals = interpolate(vn, rast, tri)[rast[..., 3] > 0]
+    return torch.nn.functional.normalize(normals, dim=-1)
+
+
 def fit_refined(
     cfg: RefineConfig,
     orbit: Orbit,
@@ -422,9 +434,12 @@ def fit_refined(
     albedo_init = {"bound": cfg.bound, "levels": cfg.albedo.levels, "log2_size": cfg.albedo.log2_size,
                    "base_res": cfg.albedo.base_res, "max_res": cfg.albedo.max_res, "hidden": cfg.albedo.hidden}
     light_init = {"count": cfg.sg_count, "sharpness": cfg.sg_sharpness, "learn_lobes": cfg.sg_learn_lobes,
-                  "max_sharpness": cfg.sg_max_sharpness}
+                  "max_sharpness": cfg.sg_max_sharpness,
+                  "reference": "mean" if cfg.light_reference == "observed" else "peak"}
     albedo = AlbedoField(**albedo_init)
     light = SGLight(**light_init)
+    if cfg.light_reference == "observed":
+        light.set_reference_normals(observed_normals(coarse, orbit.cameras))
     groups = [
         {"params": [geometry.sdf], "lr": cfg.lr_sdf},
         {"params": [geometry.deform], "lr": cfg.lr_deform},

@@ -8,14 +8,20 @@ cosine-as-an-SG product formula is off by 6-12%. Irradiance is linear in the amp
 
 Light is white (grey amplitudes); the lobes' axes (a Fibonacci sphere) and sharpness are fixed and
 only the amplitudes fitted, unless ``learn_lobes`` fits them too. Shading happens in linear RGB:
-``srgb(linear(albedo) * E(n) / E_max)``, where ``E_max`` is the largest irradiance over all normals. That
-normalisation removes the albedo/light scale ambiguity: the albedo is the colour a surface shows under the
-brightest light it receives, so unlit inputs give E = 1 everywhere and the albedo equals the image colour.
+``srgb(linear(albedo) * E(n) / E_ref)``. The reference ``E_ref`` removes the albedo/light scale ambiguity;
+either way a uniform light gives E / E_ref = 1 everywhere, so the albedo of an unlit input is its colour:
+
+- ``'peak'``: the largest irradiance over all normals. The albedo is the colour a surface shows under the
+  brightest light it receives. Fragile: light from directions the orbit never sees (from below) is
+  unconstrained, and where it grows it dims the whole albedo (an unlit torus: albedo 0.81x in linear).
+- ``'mean'``: the mean irradiance over a weighted set of normals, in the refinement the normals the orbit
+  sees (``set_reference_normals``). Light from unseen directions barely moves it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -93,13 +99,16 @@ class SGLight(nn.Module):
     directional + ambient light: log-irradiance error 0.047 rms with fixed lobes at sharpness 12, 0.014
     with learnt ones up to 64, over all normals).
 
-    ``irradiance(n)`` is relative: divided by its maximum over a dense set of normals, so it lies in (0, 1]
-    and equals 1 everywhere for uniform light.
+    ``irradiance(n)`` is relative, and equals 1 everywhere for uniform light. ``reference='peak'`` divides by
+    its maximum over a dense set of probe normals (then it lies in (0, 1]); ``'mean'`` by its mean over the
+    probes weighted by ``probe_weights`` (uniform until ``set_reference_normals``; saved with the light).
     """
 
     def __init__(self, count: int = 24, sharpness: float = 4.0, probe_normals: int = 512, learn_lobes: bool = False,
-                 max_sharpness: float = 64.0):
+                 max_sharpness: float = 64.0, reference: Literal["peak", "mean"] = "peak"):
         super().__init__()
+        if reference not in ("peak", "mean"):
+            raise ValueError(f"SG light reference must be 'peak' or 'mean', got {reference!r}")
         if sharpness < MIN_SHARPNESS:
             raise ValueError(f"SG sharpness must be >= {MIN_SHARPNESS} (the irradiance fit is inaccurate below)")
         if learn_lobes and max_sharpness < sharpness:
@@ -108,7 +117,11 @@ class SGLight(nn.Module):
         self.max_sharpness = max_sharpness
         self.register_buffer("axes", fibonacci_sphere(count))
         self.register_buffer("sharpness", torch.full((count,), float(sharpness)))
+        self.reference = reference
         self.register_buffer("probes", fibonacci_sphere(probe_normals))
+        # Persistent only where used, so lights saved before 'mean' existed ('peak') load unchanged.
+        self.register_buffer("probe_weights", torch.full((probe_normals,), 1.0 / probe_normals),
+                             persistent=reference == "mean")
         # Amplitudes through softplus keep the light non-negative; equal logits = uniform light.
         self.amplitude_logits = nn.Parameter(torch.zeros(count))
         if learn_lobes:
@@ -134,10 +147,28 @@ class SGLight(nn.Module):
         axes, sharpness = self.lobes()
         return sg_irradiance_basis(normals, axes, sharpness) @ self.amplitudes
 
+    @torch.no_grad()
+    def set_reference_normals(self, normals: Tensor, weights: Tensor | None = None) -> None:
+        """Weight each probe by the (``weights``-weighted) count of unit ``normals`` [P, 3] nearest to it:
+        the ``'mean'`` reference is then the mean irradiance over those normals (to the probes' ~9 degree
+        spacing)."""
+        if normals.shape[0] == 0:
+            raise ValueError("set_reference_normals needs at least one normal")
+        w = torch.ones(normals.shape[0]) if weights is None else weights
+        nearest = torch.cat([(chunk @ self.probes.t()).argmax(-1) for chunk in normals.to(self.probes).split(65536)])
+        hist = torch.zeros_like(self.probe_weights).index_add_(0, nearest, w.to(self.probe_weights))
+        if not float(hist.sum()) > 0:
+            raise ValueError("set_reference_normals: the weights sum to zero")
+        self.probe_weights.copy_(hist / hist.sum())
+
+    def reference_irradiance(self) -> Tensor:
+        """Scalar the raw irradiance is divided by: its peak or weighted mean over the probes."""
+        probe = self.raw_irradiance(self.probes)
+        return probe.max() if self.reference == "peak" else probe @ self.probe_weights
+
     def irradiance(self, normals: Tensor) -> Tensor:
-        """[...] irradiance at unit ``normals`` [..., 3] relative to the brightest normal."""
-        peak = self.raw_irradiance(self.probes).max()
-        return self.raw_irradiance(normals) / peak
+        """[...] irradiance at unit ``normals`` [..., 3] relative to the reference (peak or observed mean)."""
+        return self.raw_irradiance(normals) / self.reference_irradiance()
 
     def shade(self, albedo: Tensor, normals: Tensor, irradiance: Tensor | None = None) -> Tensor:
         """[..., 3] sRGB colour of Lambertian ``albedo`` [..., 3] (sRGB) with ``normals`` [..., 3]
