@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +39,10 @@ import recon  # noqa: F401  (sets thread counts before torch and numba load)
 from _common import machine_info, print_table, run_isolated, write_json
 from _objects import object_mesh
 
+NORMALS = "crease 30"
+"""How the lit orbits' shading normals are made (``render_mesh_orbit``); a work folder's lit orbit made
+otherwise is rendered again."""
+
 
 def _fit(name: str, lit: str | None, preset: str, overrides: list[str], size: int, work: Path) -> None:
     from recon.config import load_config
@@ -46,8 +51,13 @@ def _fit(name: str, lit: str | None, preset: str, overrides: list[str], size: in
 
     cfg = load_config(preset, overrides)
     orbit_dir = work / (f"lit_{lit}" if lit else "unlit") / "orbit"
-    if not (orbit_dir / "ground_truth.glb").is_file():
+    # Lit orbits rendered before shading used creased normals (smooth vertex normals) are rendered again.
+    marker = orbit_dir.parent / "normals.txt"
+    stale = lit is not None and (not marker.is_file() or marker.read_text().strip() != NORMALS)
+    if stale or not (orbit_dir / "ground_truth.glb").is_file():
+        shutil.rmtree(orbit_dir.parent / "run", ignore_errors=True)  # its results were fitted to the old one
         render_mesh_orbit(object_mesh(name, work / "src"), orbit_dir, size=size, supersample=2, lit=lit)
+        marker.write_text(NORMALS + "\n")
     run(cfg, orbit_dir, orbit_dir.parent / "run", until="refine")
 
 
@@ -64,7 +74,7 @@ def _score(name: str, shading: str, preset: str, overrides: list[str], work: Pat
     from recon.pipeline import run
     from recon.refine.render import render_asset
     from recon.render.mesh import load_render_mesh
-    from recon.render.views import render_views, vertex_normals
+    from recon.render.views import crease_normals, render_views
     from recon.shading.soft_light import SoftLight
 
     cfg = load_config(preset, overrides)
@@ -76,7 +86,7 @@ def _score(name: str, shading: str, preset: str, overrides: list[str], work: Pat
     cams = heldout_cameras(EvalConfig(view_size=256))
     light = SoftLight(space=shading)
     truth, t_alpha = render_views(gt, cams, supersample=2)
-    truth_lit, _ = render_views(gt, cams, supersample=2, light=light)
+    truth_lit, _ = render_views(gt, cams, supersample=2, light=light, crease_deg=30.0)
     unlit = render_asset(assets["unlit"], cams)
     lit = render_asset(assets["lit"], cams)
     mask = (unlit["alpha"] > 0.99) & (lit["alpha"] > 0.99) & (t_alpha > 0.99)
@@ -90,14 +100,15 @@ def _score(name: str, shading: str, preset: str, overrides: list[str], work: Pat
     lit_vs_gt, _ = scaled(lit["rgb"], truth)
     painted, _ = scaled(truth_lit, truth)
     # True shading at each pixel from the ground truth's normals.
-    normals = vertex_normals(gt.verts, gt.faces.long())
+    normals = crease_normals(gt.verts, gt.faces.long(), 30.0).reshape(-1, 3)  # as the lit orbit was shaded
+    normal_tri = torch.arange(normals.shape[0], dtype=torch.int32).reshape(-1, 3)
     with torch.no_grad():
         from recon.render import interpolate, rasterize
         from recon.render.views import clip_positions
 
         pos = clip_positions(gt.verts, cams)
         rast = rasterize(pos, gt.faces.int(), (cams.height, cams.width))
-        n = torch.nn.functional.normalize(interpolate(normals, rast, gt.faces.int()), dim=-1)
+        n = torch.nn.functional.normalize(interpolate(normals, rast, normal_tri), dim=-1)
         shade = light.factor(n)
     lum = torch.tensor([0.2126, 0.7152, 0.0722])
     ratio = torch.log((lit_scaled @ lum).clamp(min=1e-3) / (unlit["rgb"] @ lum).clamp(min=1e-3))

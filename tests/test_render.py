@@ -366,3 +366,24 @@ def test_cuda_without_nvdiffrast_is_an_error_when_forced():
         pytest.skip("nvdiffrast is available here")
     with pytest.raises(RuntimeError, match="nvdiffrast"):
         rasterize(torch.zeros(1, 3, 4), torch.zeros(1, 3, dtype=torch.int32), (4, 4), backend="nvdiffrast")
+
+
+def test_crease_normals_keep_a_box_flat_a_sphere_smooth_and_seams_invisible():
+    from recon.render.views import crease_normals, vertex_normals
+
+    box = trimesh.creation.box()  # 8 shared corners: smooth vertex normals would bend every face
+    v, f = torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)
+    face_normals = torch.tensor(box.face_normals, dtype=torch.float32)
+    torch.testing.assert_close(crease_normals(v, f), face_normals[:, None].expand(-1, 3, -1))
+    assert float((vertex_normals(v, f)[f] - face_normals[:, None]).norm(dim=-1).min()) > 0.5
+    ball = trimesh.creation.icosphere(3)  # neighbouring faces ~ 9 degrees apart: below the crease angle
+    v, f = torch.tensor(ball.vertices, dtype=torch.float32), torch.tensor(ball.faces)
+    creased = crease_normals(v, f, 30.0)
+    torch.testing.assert_close(creased, vertex_normals(v, f)[f], atol=1e-6, rtol=0)
+    # Every corner its own vertex (a mesh cut at texture seams everywhere): the same normals.
+    split_v, split_f = v[f.reshape(-1)], torch.arange(3 * f.shape[0]).reshape(-1, 3)
+    torch.testing.assert_close(crease_normals(split_v, split_f, 30.0), creased)
+    # Below the faces' dihedral angle every face is flat.
+    fv = v[f]
+    flat = torch.nn.functional.normalize(torch.linalg.cross(fv[:, 1] - fv[:, 0], fv[:, 2] - fv[:, 0], dim=-1), dim=-1)
+    torch.testing.assert_close(crease_normals(v, f, 1.0), flat[:, None].expand(-1, 3, -1), atol=1e-6, rtol=0)

@@ -69,7 +69,7 @@ class RefineConfig:
     """Weight of the photometric loss."""
     mask_weight: float = 2.0
     """Weight of the silhouette loss (squared error of antialiased coverage against the input mask)."""
-    illumination_weight: float = 0.3
+    illumination_weight: float = 0.1
     """Weight of the illumination (demodulation) loss: shading explains the low-frequency luminance."""
     illumination_loss: Literal["l1", "l2"] = "l2"
     """Illumination loss penalty: l2 (mean per normal) suits balanced textures, l1 (median) minority ones (a beak)."""
@@ -77,6 +77,12 @@ class RefineConfig:
     """Chromaticity clusters (k-means) within which the illumination loss compares light and luminance (1: one)."""
     illumination_group_merge: float = 0.03
     """Clusters whose chromaticity centres are nearer than this are one group (one material split in two)."""
+    illumination_pair_weight: float = 0.3
+    """Weight of the pairwise (gradient-domain) illumination loss: light log-ratios match luminance ones."""
+    illumination_pair_offsets: tuple[float, ...] = (0.03125, 0.0625, 0.125, 0.25)
+    """Distances between the pixels of a pair, fractions of the image size (one drawn per pair)."""
+    illumination_pair_tau: float = 0.3
+    """Scale of the pairwise loss's Cauchy penalty (log luminance): larger residuals, texture edges, barely pull."""
     photometric_moves_light: bool = False
     """Photometric gradients reach the light too (else the illumination loss alone fits it, albedo the rest)."""
     illumination_blur: float = 0.0
@@ -127,6 +133,13 @@ class RefineConfig:
             raise ConfigError(f"refine.illumination_groups must be 1 or more, got {self.illumination_groups}")
         if not self.illumination_group_merge >= 0:
             raise ConfigError(f"refine.illumination_group_merge must be 0 or more, got {self.illumination_group_merge}")
+        if not self.illumination_pair_weight >= 0:
+            raise ConfigError(f"refine.illumination_pair_weight must be 0 or more, got {self.illumination_pair_weight}")
+        if not self.illumination_pair_tau > 0:
+            raise ConfigError(f"refine.illumination_pair_tau must be positive, got {self.illumination_pair_tau}")
+        if not all(0 < o < 1 for o in self.illumination_pair_offsets) or not self.illumination_pair_offsets:
+            raise ConfigError("refine.illumination_pair_offsets must be fractions of the image size in (0, 1), got "
+                              f"{list(self.illumination_pair_offsets)}")
         if not self.illumination_blur >= 0:
             raise ConfigError(f"refine.illumination_blur must be 0 or more, got {self.illumination_blur}")
 

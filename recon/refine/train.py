@@ -296,6 +296,44 @@ def illumination_loss(irradiance: Tensor, luminance: Tensor, penalty: str = "l2"
     return _penalty(irradiance / irradiance.mean() - luminance / luminance.mean().clamp(min=1e-4), penalty)
 
 
+def pairwise_illumination_loss(irradiance: Tensor, partner_irradiance: Tensor, luminance: Tensor,
+                               partner_luminance: Tensor, tau: float = 0.3) -> Tensor:
+    """Gradient-domain (Retinex) illumination loss over pixel pairs (scalar).
+
+    For each pair of pixels of the same view [P], the log-ratio of the light's irradiance at their normals
+    should equal the log-ratio of their linear luminance, through a Cauchy penalty ``log(1 + (r / tau)^2)``:
+    where both pixels show one albedo the ratio is the shading's; where they straddle a texture edge the
+    residual is large and, bounded by the penalty, barely pulls. Unlike the grouped means this needs no
+    colour difference: patches of one hue in two brightnesses (the bunny's greys) stay in the albedo.
+    Being a ratio, it is free of the light's level.
+    """
+    if irradiance.numel() == 0:
+        return irradiance.sum()
+    log_light = torch.log(irradiance.clamp(min=1e-4)) - torch.log(partner_irradiance.clamp(min=1e-4))
+    log_lum = torch.log(luminance.clamp(min=1e-4)) - torch.log(partner_luminance.clamp(min=1e-4))
+    return torch.log1p(((log_light - log_lum) / tau) ** 2).mean()
+
+
+def _partners(pix: Tensor, covered: Tensor, masks: Tensor, offsets: tuple[float, ...], size: int,
+              gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """For pixels ``pix`` [P, 3] (view, y, x): a partner each, a random one of ``offsets`` (fractions of the
+    image ``size``) away along +-x or +-y in the same view. Returns the kept pixels' indices into ``pix``
+    [Q] and their partners [Q, 3]; kept: the partner is inside the image, covered and inside the mask."""
+    steps = torch.tensor([max(1, round(o * size)) for o in offsets])
+    dist = steps[torch.randint(0, len(offsets), (pix.shape[0],), generator=gen)]
+    axis = torch.randint(0, 2, (pix.shape[0],), generator=gen)
+    sign = torch.randint(0, 2, (pix.shape[0],), generator=gen) * 2 - 1
+    partner = pix.clone()
+    partner[:, 1] += torch.where(axis == 0, dist * sign, 0)
+    partner[:, 2] += torch.where(axis == 1, dist * sign, 0)
+    H, W = covered.shape[1:]
+    inside = (partner[:, 1] >= 0) & (partner[:, 1] < H) & (partner[:, 2] >= 0) & (partner[:, 2] < W)
+    idx = inside.nonzero()[:, 0]
+    b, y, x = partner[idx].unbind(-1)
+    ok = covered[b, y, x] & (masks[b, y, x] > 0.9)
+    return idx[ok], partner[idx[ok]]
+
+
 def refine_floor(cfg: RefineConfig, coarse_low: float, top: float, centred_object: bool) -> float:
     """Height below which no surface forms during refinement (world units; -inf: none).
 
@@ -523,6 +561,16 @@ def fit_refined(
                     vn = vertex_normals(verts, faces)
                     vn = smooth_vertex_normals(vn, torch.from_numpy(topo.edges), cfg.normal_smoothing)
                     normals = torch.nn.functional.normalize((vn[f] * w.detach()).sum(1), dim=-1)
+            if cfg.illumination_pair_weight > 0:
+                # The light learns from these only, so their normals carry no gradient to the geometry.
+                anchor, partner = _partners(pix, covered, masks, cfg.illumination_pair_offsets, H, gen)
+                pb, py, px = partner.unbind(-1)
+                with torch.no_grad():
+                    rp = take_rows(rast.reshape(-1, 4), (pb * H + py) * W + px)
+                    fp = faces[rp[:, 3].long() - 1]
+                    wp = torch.stack([rp[:, 0], rp[:, 1], 1 - rp[:, 0] - rp[:, 1]], dim=-1)[..., None]
+                    partner_normals = torch.nn.functional.normalize((vn.detach()[fp] * wp).sum(1), dim=-1)
+                partner_flat = (views[pb] * H + py) * W + px
             if step < cfg.warmup_steps or not cfg.photometric_moves_geometry:
                 points, normals = points.detach(), normals.detach()
             alb = albedo(points)
@@ -539,6 +587,16 @@ def fit_refined(
             lum = lvl.luminance.reshape(-1)[flat]
             pixel_groups = lvl.groups.reshape(-1)[flat] if lvl.groups is not None else None
             illum_loss = illumination_loss(irr, lum, cfg.illumination_loss, pixel_groups)
+            pair_loss = irr.new_zeros(())
+            if cfg.illumination_pair_weight > 0:
+                partner_lum = lvl.luminance.reshape(-1)[partner_flat]
+                if pixel_groups is not None:
+                    # Pairs across materials, or with a dark pixel (no group), say nothing about the light.
+                    partner_groups = lvl.groups.reshape(-1)[partner_flat]
+                    same = (pixel_groups[anchor] == partner_groups) & (partner_groups >= 0)
+                    anchor, partner_normals, partner_lum = anchor[same], partner_normals[same], partner_lum[same]
+                pair_loss = pairwise_illumination_loss(irr[anchor], light.irradiance(partner_normals), lum[anchor],
+                                                       partner_lum, cfg.illumination_pair_tau)
             m = min(pix.shape[0], 4096)
             jitter = torch.randn(m, 3, generator=gen) * cfg.albedo_smooth_radius
             smooth_loss = (alb[:m] - albedo(points[:m].detach() + jitter)).abs().mean()
@@ -554,6 +612,7 @@ def fit_refined(
             normal_loss = normal_consistency(verts, faces, torch.from_numpy(topo.edge_faces))
             lap_loss = laplacian_smoothing(verts / geometry.cell, torch.from_numpy(topo.edges))
             loss = (cfg.rgb_weight * rgb_loss + cfg.mask_weight * mask_loss + cfg.illumination_weight * illum_loss
+                    + cfg.illumination_pair_weight * pair_loss
                     + cfg.albedo_smooth_weight * smooth_loss + cfg.sdf_weight * decay * sdf_loss
                     + cfg.normal_weight * normal_loss + cfg.laplacian_weight * lap_loss)
             if extra_losses:

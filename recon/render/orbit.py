@@ -59,7 +59,9 @@ def render_mesh_orbit(
 
     Writes ``000.png ...``, ``orbit.json``, optionally ``transforms.json``, and ``ground_truth.glb``: the
     mesh in the frame the views were rendered in (normalised unless ``normalize`` is False).
-    ``lit``: None renders the albedo; 'linear' or 'srgb' shades under ``SoftLight`` in that space.
+    ``lit``: None renders the albedo; 'linear' or 'srgb' shades under ``SoftLight`` in that space, with
+    normals creased at 30 degrees (``crease_normals``: a box's faces flat, curved parts smooth, texture seams
+    invisible; smooth vertex normals would shade a box's faces with gradients no light makes).
     Returns the written files (besides the frames).
     """
     import trimesh
@@ -76,7 +78,7 @@ def render_mesh_orbit(
     rgbs, alphas = [], []
     light = SoftLight(space=lit) if lit else None
     for v in track(range(frames), description=f"rendering {mesh_path.name}", total=frames):
-        rgb, a = render_views(mesh, cams.subset([v]), supersample=supersample, light=light)
+        rgb, a = render_views(mesh, cams.subset([v]), supersample=supersample, light=light, crease_deg=30.0)
         rgbs.append(rgb)
         alphas.append(a)
     orbit = Orbit(
