@@ -74,7 +74,7 @@ def _score(name: str, shading: str, preset: str, overrides: list[str], work: Pat
     from recon.pipeline import run
     from recon.refine.render import render_asset
     from recon.render.mesh import load_render_mesh
-    from recon.render.views import crease_normals, render_views
+    from recon.render.views import render_views, shading_normals
     from recon.shading.soft_light import SoftLight
 
     cfg = load_config(preset, overrides)
@@ -100,15 +100,14 @@ def _score(name: str, shading: str, preset: str, overrides: list[str], work: Pat
     lit_vs_gt, _ = scaled(lit["rgb"], truth)
     painted, _ = scaled(truth_lit, truth)
     # True shading at each pixel from the ground truth's normals.
-    normals = crease_normals(gt.verts, gt.faces.long(), 30.0).reshape(-1, 3)  # as the lit orbit was shaded
-    normal_tri = torch.arange(normals.shape[0], dtype=torch.int32).reshape(-1, 3)
+    normals, normal_tri = shading_normals(gt.verts, gt.faces, 30.0)  # as the lit orbit was shaded
     with torch.no_grad():
         from recon.render import interpolate, rasterize
         from recon.render.views import clip_positions
 
         pos = clip_positions(gt.verts, cams)
         rast = rasterize(pos, gt.faces.int(), (cams.height, cams.width))
-        n = torch.nn.functional.normalize(interpolate(normals, rast, normal_tri), dim=-1)
+        n = torch.nn.functional.normalize(interpolate(normals, rast, normal_tri.int()), dim=-1)
         shade = light.factor(n)
     lum = torch.tensor([0.2126, 0.7152, 0.0722])
     ratio = torch.log((lit_scaled @ lum).clamp(min=1e-3) / (unlit["rgb"] @ lum).clamp(min=1e-3))

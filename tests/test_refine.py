@@ -172,24 +172,30 @@ def test_illumination_target_is_the_pixels_own_luminance_unless_blurred(sphere_o
     assert float((blurred.luminance - lum)[inside].abs().max()) > 0.02  # the checker's squares are smeared
 
 
-def _light_error_after_fitting(normals: torch.Tensor, luminance: torch.Tensor, truth: torch.Tensor, penalty: str,
-                               groups: torch.Tensor | None = None) -> float:
-    """Log-irradiance rms error against ``truth`` [P] of a 24-lobe light fitted to ``luminance`` [P] at
-    ``normals`` [P, 3] by ``illumination_loss`` alone (600 Adam steps)."""
-    from recon.refine.train import illumination_loss
+def _light_error_after(loss_of_irradiance, normals: torch.Tensor, truth: torch.Tensor) -> float:
+    """Log-irradiance rms error against ``truth`` [P] of a 24-lobe light whose irradiance at ``normals``
+    [P, 3] was fitted by ``loss_of_irradiance`` alone (600 Adam steps)."""
     from recon.shading.sg import SGLight
 
     torch.manual_seed(0)
     light = SGLight(count=24, sharpness=12.0)
     opt = torch.optim.Adam(light.parameters(), lr=0.1)
     for _ in range(600):
-        loss = illumination_loss(light.irradiance(normals), luminance, penalty, groups)
+        loss = loss_of_irradiance(light.irradiance(normals))
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
         d = torch.log(light.irradiance(normals)) - torch.log(truth)
     return float((d - d.mean()).pow(2).mean().sqrt())
+
+
+def _light_error_after_fitting(normals: torch.Tensor, luminance: torch.Tensor, truth: torch.Tensor, penalty: str,
+                               groups: torch.Tensor | None = None) -> float:
+    """``_light_error_after`` fitting to ``luminance`` [P] by ``illumination_loss``."""
+    from recon.refine.train import illumination_loss
+
+    return _light_error_after(lambda irr: illumination_loss(irr, luminance, penalty, groups), normals, truth)
 
 
 def test_l1_illumination_loss_keeps_texture_out_of_the_light():
@@ -217,24 +223,13 @@ def test_l1_illumination_loss_keeps_texture_out_of_the_light():
 
 def _light_error_after_pairwise_fitting(normals: torch.Tensor, luminance: torch.Tensor, truth: torch.Tensor,
                                         pairs: torch.Tensor) -> float:
-    """As ``_light_error_after_fitting``, the light fitted by ``pairwise_illumination_loss`` over ``pairs``
+    """``_light_error_after`` fitting to ``luminance`` [P] by ``pairwise_illumination_loss`` over ``pairs``
     [Q, 2] (indices into ``normals``)."""
     from recon.refine.train import pairwise_illumination_loss
-    from recon.shading.sg import SGLight
 
-    torch.manual_seed(0)
-    light = SGLight(count=24, sharpness=12.0)
-    opt = torch.optim.Adam(light.parameters(), lr=0.1)
     a, b = pairs.unbind(-1)
-    for _ in range(600):
-        irr = light.irradiance(normals)
-        loss = pairwise_illumination_loss(irr[a], irr[b], luminance[a], luminance[b])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        d = torch.log(light.irradiance(normals)) - torch.log(truth)
-    return float((d - d.mean()).pow(2).mean().sqrt())
+    return _light_error_after(lambda irr: pairwise_illumination_loss(irr[a], irr[b], luminance[a], luminance[b]),
+                              normals, truth)
 
 
 def test_pairwise_illumination_loss_keeps_a_texture_of_one_hue_out_of_the_light():

@@ -314,6 +314,16 @@ def pairwise_illumination_loss(irradiance: Tensor, partner_irradiance: Tensor, l
     return torch.log1p(((log_light - log_lum) / tau) ** 2).mean()
 
 
+def _surface_at(rast: Tensor, faces: Tensor, pix: Tensor) -> tuple[Tensor, Tensor]:
+    """The surface at pixels ``pix`` [P, 3] (view, y, x) of ``rast`` [B, H, W, 4] (covered ones): their
+    faces' vertex indices [P, 3] and barycentric weights [P, 3, 1] (weights times per-vertex values, summed
+    over dim 1, interpolate)."""
+    b, y, x = pix.unbind(-1)
+    H, W = rast.shape[1:3]
+    r = take_rows(rast.reshape(-1, 4), (b * H + y) * W + x)
+    return faces[r[:, 3].long() - 1], torch.stack([r[:, 0], r[:, 1], 1 - r[:, 0] - r[:, 1]], dim=-1)[..., None]
+
+
 def _partners(pix: Tensor, covered: Tensor, masks: Tensor, offsets: tuple[float, ...], size: int,
               gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """For pixels ``pix`` [P, 3] (view, y, x): a partner each, a random one of ``offsets`` (fractions of the
@@ -546,9 +556,7 @@ def fit_refined(
             pix = _sample(covered, masks, cfg.pixels_per_step, gen)
             b, y, x = pix.unbind(-1)
             H, W = cams.height, cams.width
-            r = take_rows(rast.reshape(-1, 4), (b * H + y) * W + x)
-            f = faces[r[:, 3].long() - 1]
-            w = torch.stack([r[:, 0], r[:, 1], 1 - r[:, 0] - r[:, 1]], dim=-1)[..., None]
+            f, w = _surface_at(rast, faces, pix)
             points = (take_rows(verts, f) * w).sum(1)
             if cfg.shading_moves_geometry:
                 vn = vertex_normals(verts, faces)
@@ -561,20 +569,23 @@ def fit_refined(
                     vn = vertex_normals(verts, faces)
                     vn = smooth_vertex_normals(vn, torch.from_numpy(topo.edges), cfg.normal_smoothing)
                     normals = torch.nn.functional.normalize((vn[f] * w.detach()).sum(1), dim=-1)
-            if cfg.illumination_pair_weight > 0:
-                # The light learns from these only, so their normals carry no gradient to the geometry.
-                anchor, partner = _partners(pix, covered, masks, cfg.illumination_pair_offsets, H, gen)
-                pb, py, px = partner.unbind(-1)
-                with torch.no_grad():
-                    rp = take_rows(rast.reshape(-1, 4), (pb * H + py) * W + px)
-                    fp = faces[rp[:, 3].long() - 1]
-                    wp = torch.stack([rp[:, 0], rp[:, 1], 1 - rp[:, 0] - rp[:, 1]], dim=-1)[..., None]
-                    partner_normals = torch.nn.functional.normalize((vn.detach()[fp] * wp).sum(1), dim=-1)
-                partner_flat = (views[pb] * H + py) * W + px
             if step < cfg.warmup_steps or not cfg.photometric_moves_geometry:
                 points, normals = points.detach(), normals.detach()
             alb = albedo(points)
-            irr = light.irradiance(normals)
+            partner_normals = None
+            if cfg.illumination_pair_weight > 0:
+                anchor, partner = _partners(pix, covered, masks, cfg.illumination_pair_offsets, H, gen)
+                pb, py, px = partner.unbind(-1)
+                partner_flat = (views[pb] * H + py) * W + px
+                # The light learns from these only, so their normals carry no gradient to the geometry.
+                with torch.no_grad():
+                    fp, wp = _surface_at(rast, faces, partner)
+                    partner_normals = torch.nn.functional.normalize((vn.detach()[fp] * wp).sum(1), dim=-1)
+                # One irradiance call for both: each call evaluates the light's reference over its probes.
+                irr, partner_irr = light.irradiance(torch.cat([normals, partner_normals])).split(
+                    [normals.shape[0], partner_normals.shape[0]])
+            else:
+                irr = light.irradiance(normals)
             # By default the light is fitted by the illumination loss alone: given photometric gradients
             # too, it flattened towards what the albedo had already absorbed (duck, lit, frozen mesh: light
             # log-error 0.067 -> 0.054 without them; the irradiance is relative, so its level cannot drift).
@@ -588,15 +599,15 @@ def fit_refined(
             pixel_groups = lvl.groups.reshape(-1)[flat] if lvl.groups is not None else None
             illum_loss = illumination_loss(irr, lum, cfg.illumination_loss, pixel_groups)
             pair_loss = irr.new_zeros(())
-            if cfg.illumination_pair_weight > 0:
+            if partner_normals is not None:
                 partner_lum = lvl.luminance.reshape(-1)[partner_flat]
                 if pixel_groups is not None:
                     # Pairs across materials, or with a dark pixel (no group), say nothing about the light.
                     partner_groups = lvl.groups.reshape(-1)[partner_flat]
                     same = (pixel_groups[anchor] == partner_groups) & (partner_groups >= 0)
-                    anchor, partner_normals, partner_lum = anchor[same], partner_normals[same], partner_lum[same]
-                pair_loss = pairwise_illumination_loss(irr[anchor], light.irradiance(partner_normals), lum[anchor],
-                                                       partner_lum, cfg.illumination_pair_tau)
+                    anchor, partner_irr, partner_lum = anchor[same], partner_irr[same], partner_lum[same]
+                pair_loss = pairwise_illumination_loss(irr[anchor], partner_irr, lum[anchor], partner_lum,
+                                                       cfg.illumination_pair_tau)
             m = min(pix.shape[0], 4096)
             jitter = torch.randn(m, 3, generator=gen) * cfg.albedo_smooth_radius
             smooth_loss = (alb[:m] - albedo(points[:m].detach() + jitter)).abs().mean()

@@ -25,11 +25,17 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
     return vertex_normals_reference(verts, faces)
 
 
+def face_area_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """[F, 3] face normals of length twice the face's area (counter-clockwise faces point outwards)."""
+    f = faces.long()
+    v0, v1, v2 = take_rows(verts, f[:, 0]), take_rows(verts, f[:, 1]), take_rows(verts, f[:, 2])
+    return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+
+
 def vertex_normals_reference(verts: Tensor, faces: Tensor) -> Tensor:
     """``vertex_normals`` in torch (any device, differentiable)."""
     f = faces.long()
-    v0, v1, v2 = take_rows(verts, f[:, 0]), take_rows(verts, f[:, 1]), take_rows(verts, f[:, 2])
-    fn = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    fn = face_area_normals(verts, f)
     n = torch.zeros_like(verts)
     for k in range(3):
         n.index_add_(0, f[:, k], fn)
@@ -43,8 +49,7 @@ def crease_normals(verts: Tensor, faces: Tensor, crease_deg: float = 30.0) -> Te
     texture seams (welded here by exact position) do not crease the shading. Memory: sum of squared
     valences pairs."""
     f = faces.long()
-    v0, v1, v2 = take_rows(verts, f[:, 0]), take_rows(verts, f[:, 1]), take_rows(verts, f[:, 2])
-    area_normal = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    area_normal = face_area_normals(verts, f)
     unit = torch.nn.functional.normalize(area_normal, dim=-1)
     _, welded = torch.unique(verts, dim=0, return_inverse=True)
     corner_vertex = welded[f].reshape(-1)
@@ -67,6 +72,16 @@ def crease_normals(verts: Tensor, faces: Tensor, crease_deg: float = 30.0) -> Te
     out = torch.empty_like(summed)
     out[order] = summed
     return torch.nn.functional.normalize(out, dim=-1).reshape(-1, 3, 3)
+
+
+def shading_normals(verts: Tensor, faces: Tensor, crease_deg: float | None = None) -> tuple[Tensor, Tensor]:
+    """Normals to interpolate for shading: (attribute [A, 3], triangles [F, 3] indexing it, ``faces``' dtype).
+    ``crease_deg`` None: smooth ``vertex_normals`` on ``faces``; else ``crease_normals`` at that angle, one
+    attribute row per face corner."""
+    if crease_deg is None:
+        return vertex_normals(verts, faces), faces
+    normals = crease_normals(verts, faces, crease_deg).reshape(-1, 3)
+    return normals, torch.arange(normals.shape[0], dtype=faces.dtype, device=faces.device).reshape(-1, 3)
 
 
 def clip_positions(verts: Tensor, cameras: Cameras, near: float = 0.1, far: float = 10.0) -> Tensor:
@@ -117,12 +132,7 @@ def render_views(
     """
     s = max(1, int(supersample))
     hi = cameras.scaled(cameras.width * s, cameras.height * s)
-    normals, normal_tri = None, mesh.faces
-    if light is not None and crease_deg is not None:
-        normals = crease_normals(mesh.verts, mesh.faces, crease_deg).reshape(-1, 3)
-        normal_tri = torch.arange(normals.shape[0], dtype=mesh.faces.dtype).reshape(-1, 3)
-    elif light is not None:
-        normals = vertex_normals(mesh.verts, mesh.faces)
+    normals, normal_tri = shading_normals(mesh.verts, mesh.faces, crease_deg) if light is not None else (None, None)
     bg = torch.tensor(background, dtype=torch.float32)
     rgbs, alphas = [], []
     for start in range(0, len(cameras), chunk):
