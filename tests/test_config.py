@@ -86,6 +86,18 @@ def test_negative_illumination_blur_is_refused():
     assert load_config("default", ["refine.illumination_blur=0.04"]).refine.illumination_blur == 0.04
 
 
+def test_bad_illumination_pair_settings_are_refused():
+    for override, field in (("refine.illumination_pair_weight=-1", "illumination_pair_weight"),
+                            ("refine.illumination_pair_tau=0", "illumination_pair_tau"),
+                            ("refine.illumination_pair_offsets=[0.1,1.5]", "illumination_pair_offsets"),
+                            ("refine.illumination_pair_offsets=[]", "illumination_pair_offsets"),
+                            ("refine.illumination_groups=0", "illumination_groups")):
+        with pytest.raises(ConfigError, match=field):
+            load_config("default", [override])
+    assert load_config("default", ["refine.illumination_pair_offsets=[0.05]"]).refine.illumination_pair_offsets \
+        == (0.05,)
+
+
 def test_unknown_preset_lists_presets():
     with pytest.raises(ConfigError, match="fast"):
         load_config("nonexistent")
