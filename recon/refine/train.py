@@ -572,6 +572,7 @@ def fit_refined(
             if step < cfg.warmup_steps or not cfg.photometric_moves_geometry:
                 points, normals = points.detach(), normals.detach()
             alb = albedo(points)
+            irr = light.irradiance(normals)
             partner_normals = None
             if cfg.illumination_pair_weight > 0:
                 anchor, partner = _partners(pix, covered, masks, cfg.illumination_pair_offsets, H, gen)
@@ -581,11 +582,6 @@ def fit_refined(
                 with torch.no_grad():
                     fp, wp = _surface_at(rast, faces, partner)
                     partner_normals = torch.nn.functional.normalize((vn.detach()[fp] * wp).sum(1), dim=-1)
-                # One irradiance call for both: each call evaluates the light's reference over its probes.
-                irr, partner_irr = light.irradiance(torch.cat([normals, partner_normals])).split(
-                    [normals.shape[0], partner_normals.shape[0]])
-            else:
-                irr = light.irradiance(normals)
             # By default the light is fitted by the illumination loss alone: given photometric gradients
             # too, it flattened towards what the albedo had already absorbed (duck, lit, frozen mesh: light
             # log-error 0.067 -> 0.054 without them; the irradiance is relative, so its level cannot drift).
@@ -605,9 +601,9 @@ def fit_refined(
                     # Pairs across materials, or with a dark pixel (no group), say nothing about the light.
                     partner_groups = lvl.groups.reshape(-1)[partner_flat]
                     same = (pixel_groups[anchor] == partner_groups) & (partner_groups >= 0)
-                    anchor, partner_irr, partner_lum = anchor[same], partner_irr[same], partner_lum[same]
-                pair_loss = pairwise_illumination_loss(irr[anchor], partner_irr, lum[anchor], partner_lum,
-                                                       cfg.illumination_pair_tau)
+                    anchor, partner_normals, partner_lum = anchor[same], partner_normals[same], partner_lum[same]
+                pair_loss = pairwise_illumination_loss(irr[anchor], light.irradiance(partner_normals), lum[anchor],
+                                                       partner_lum, cfg.illumination_pair_tau)
             m = min(pix.shape[0], 4096)
             jitter = torch.randn(m, 3, generator=gen) * cfg.albedo_smooth_radius
             smooth_loss = (alb[:m] - albedo(points[:m].detach() + jitter)).abs().mean()
