@@ -3,6 +3,7 @@ blur) against their torch code."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import trimesh
@@ -151,9 +152,31 @@ def test_vertex_normal_kernel_matches_the_torch_code():
     verts, faces = _open_bumpy_sphere()
     fast = vertex_normals(verts, faces)
     torch.testing.assert_close(fast, vertex_normals_reference(verts, faces), atol=1e-6, rtol=0)
-    # With a gradient to track, the differentiable torch code runs.
-    tracked = verts.clone().requires_grad_()
-    assert vertex_normals(tracked, faces).requires_grad
+    # With a gradient to track, the kernels' backward gives the torch code's gradient (shading moves the
+    # geometry through these normals).
+    weights = torch.randn(verts.shape, generator=torch.Generator().manual_seed(3))
+    tracked, reference = verts.clone().requires_grad_(), verts.clone().requires_grad_()
+    (vertex_normals(tracked, faces) * weights).sum().backward()
+    (vertex_normals_reference(reference, faces) * weights).sum().backward()
+    scale = float(reference.grad.abs().max())
+    torch.testing.assert_close(tracked.grad, reference.grad, atol=1e-5 * scale, rtol=0)
+
+
+def test_vertex_normal_gradient_matches_finite_differences():
+    verts, faces = _open_bumpy_sphere()
+    verts = verts.double()
+    weights = torch.randn(verts.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    tracked = verts.float().clone().requires_grad_()
+    (vertex_normals(tracked, faces) * weights.float()).sum().backward()
+    rng = np.random.default_rng(5)
+    for vertex in rng.choice(verts.shape[0], 6, replace=False):
+        for axis in range(3):
+            step = torch.zeros_like(verts)
+            step[vertex, axis] = 1e-6
+            plus = (vertex_normals_reference(verts + step, faces) * weights).sum()
+            minus = (vertex_normals_reference(verts - step, faces) * weights).sum()
+            numeric = float(plus - minus) / 2e-6
+            assert float(tracked.grad[vertex, axis]) == pytest.approx(numeric, rel=2e-3, abs=1e-2)
 
 
 def test_band_state_kernels_match_the_torch_code():

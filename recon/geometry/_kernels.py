@@ -407,6 +407,54 @@ def vertex_normals_kernel(verts, faces):
     return out
 
 
+@njit(cache=True)
+def vertex_normals_backward_kernel(verts, faces, grad_normals):
+    """``vertex_normals_kernel``'s backward: [V, 3] float32 gradient w.r.t. ``verts`` given the gradient
+    ``grad_normals`` [V, 3] w.r.t. the unit normals. Face f's area normal is a x b with a = v1 - v0,
+    b = v2 - v0, so a gradient G on it gives b x G to v1, G x a to v2 and minus their sum to v0."""
+    cross, _ = face_cross_kernel(verts, faces)
+    V = verts.shape[0]
+    total = np.zeros((V, 3), np.float64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            v = faces[f, k]
+            for c in range(3):
+                total[v, c] += cross[f, c]
+    # Through the normalisation n / max(|n|, eps): the gradient's component along n drops out.
+    grad_total = np.empty((V, 3), np.float64)
+    for v in range(V):
+        length = np.sqrt(total[v, 0] ** 2 + total[v, 1] ** 2 + total[v, 2] ** 2)
+        if length > _NORMAL_EPS:
+            along = (grad_normals[v, 0] * total[v, 0] + grad_normals[v, 1] * total[v, 1]
+                     + grad_normals[v, 2] * total[v, 2]) / (length * length)
+            for c in range(3):
+                grad_total[v, c] = (grad_normals[v, c] - along * total[v, c]) / length
+        else:
+            for c in range(3):
+                grad_total[v, c] = grad_normals[v, c] / _NORMAL_EPS
+    out = np.zeros((V, 3), np.float64)
+    for f in range(faces.shape[0]):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        gx = grad_total[i0, 0] + grad_total[i1, 0] + grad_total[i2, 0]
+        gy = grad_total[i0, 1] + grad_total[i1, 1] + grad_total[i2, 1]
+        gz = grad_total[i0, 2] + grad_total[i1, 2] + grad_total[i2, 2]
+        ax, ay, az = verts[i1, 0] - verts[i0, 0], verts[i1, 1] - verts[i0, 1], verts[i1, 2] - verts[i0, 2]
+        bx, by, bz = verts[i2, 0] - verts[i0, 0], verts[i2, 1] - verts[i0, 1], verts[i2, 2] - verts[i0, 2]
+        # b x G to v1, G x a to v2.
+        p0, p1, p2 = by * gz - bz * gy, bz * gx - bx * gz, bx * gy - by * gx
+        q0, q1, q2 = gy * az - gz * ay, gz * ax - gx * az, gx * ay - gy * ax
+        out[i1, 0] += p0
+        out[i1, 1] += p1
+        out[i1, 2] += p2
+        out[i2, 0] += q0
+        out[i2, 1] += q1
+        out[i2, 2] += q2
+        out[i0, 0] -= p0 + q0
+        out[i0, 1] -= p1 + q1
+        out[i0, 2] -= p2 + q2
+    return out.astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The band's differentiable state and the crossing vertices, forward and backward.
 

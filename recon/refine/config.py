@@ -59,7 +59,7 @@ class RefineConfig:
     """First steps in which colour gradients reach only the albedo and light, not the geometry."""
     photometric_moves_geometry: bool = True
     """Let colour gradients move the surface through the albedo lookup positions (multi-view stereo cue)."""
-    shading_moves_geometry: bool = False
+    shading_moves_geometry: bool = True
     """Let photometric gradients reach the geometry through the shading normals (shape from shading)."""
     normal_smoothing: int = 16
     """1-ring averaging passes over the normals the shading sees (when shading does not move geometry)."""
