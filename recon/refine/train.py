@@ -560,7 +560,7 @@ def fit_refined(
             points = (take_rows(verts, f) * w).sum(1)
             if cfg.shading_moves_geometry:
                 # Shape from shading: a lit input's shading refines the normals that the light divides out
-                # (lighting gap, default preset: duck 3.5 -> 1.4 dB, union 4.4 -> 1.4 dB). Since the light is
+                # (lighting gap, default preset: duck 3.5 -> 2.0-2.1 dB, union 4.4 -> 1.3 dB). Since the light is
                 # fitted by the illumination losses alone, an unlit input's light stays flat and gives the
                 # normals no gradient, so texture is no longer carved into relief as it once was (the demo's
                 # letters; see README "Shape from shading").
