@@ -304,6 +304,26 @@ def normal_consistency_forward_kernel(normals, edge_faces):
     return (total / count if count else 0.0), count
 
 
+@njit(cache=True, inline="always")
+def _add_face_cross_gradient(verts, i0, i1, i2, gx, gy, gz, out):
+    """Add to ``out`` [V, 3] the gradient w.r.t. vertices i0, i1, i2 of g . c, where c = a x b is the face's
+    area normal (a = v1 - v0, b = v2 - v0) and g = (gx, gy, gz): dL/da = b x g goes to v1, dL/db = g x a
+    to v2, minus their sum to v0."""
+    ax, ay, az = verts[i1, 0] - verts[i0, 0], verts[i1, 1] - verts[i0, 1], verts[i1, 2] - verts[i0, 2]
+    bx, by, bz = verts[i2, 0] - verts[i0, 0], verts[i2, 1] - verts[i0, 1], verts[i2, 2] - verts[i0, 2]
+    dax, day, daz = by * gz - bz * gy, bz * gx - bx * gz, bx * gy - by * gx
+    dbx, dby, dbz = gy * az - gz * ay, gz * ax - gx * az, gx * ay - gy * ax
+    out[i1, 0] += dax
+    out[i1, 1] += day
+    out[i1, 2] += daz
+    out[i2, 0] += dbx
+    out[i2, 1] += dby
+    out[i2, 2] += dbz
+    out[i0, 0] -= dax + dbx
+    out[i0, 1] -= day + dby
+    out[i0, 2] -= daz + dbz
+
+
 @njit(cache=True)
 def normal_consistency_backward_kernel(verts, faces, normals, length, edge_faces, count, grad):
     """[V, 3] float32 gradient of ``normal_consistency`` w.r.t. the vertices, times ``grad``."""
@@ -331,21 +351,7 @@ def normal_consistency_backward_kernel(verts, faces, normals, length, edge_faces
             gx, gy, gz = (gx - along * nx) * inv, (gy - along * ny) * inv, (gz - along * nz) * inv
         else:
             gx, gy, gz = gx / _NORMAL_EPS, gy / _NORMAL_EPS, gz / _NORMAL_EPS
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        ax, ay, az = verts[i1, 0] - verts[i0, 0], verts[i1, 1] - verts[i0, 1], verts[i1, 2] - verts[i0, 2]
-        bx, by, bz = verts[i2, 0] - verts[i0, 0], verts[i2, 1] - verts[i0, 1], verts[i2, 2] - verts[i0, 2]
-        # c = a x b: dL/da = b x g, dL/db = g x a.
-        dax, day, daz = by * gz - bz * gy, bz * gx - bx * gz, bx * gy - by * gx
-        dbx, dby, dbz = gy * az - gz * ay, gz * ax - gx * az, gx * ay - gy * ax
-        out[i1, 0] += dax
-        out[i1, 1] += day
-        out[i1, 2] += daz
-        out[i2, 0] += dbx
-        out[i2, 1] += dby
-        out[i2, 2] += dbz
-        out[i0, 0] -= dax + dbx
-        out[i0, 1] -= day + dby
-        out[i0, 2] -= daz + dbz
+        _add_face_cross_gradient(verts, faces[f, 0], faces[f, 1], faces[f, 2], gx, gy, gz, out)
     return out.astype(np.float32)
 
 
@@ -390,8 +396,8 @@ def laplacian_backward_kernel(lap, degree, edges, count, grad):
 
 
 @njit(cache=True)
-def vertex_normals_kernel(verts, faces):
-    """[V, 3] float32 area-weighted unit vertex normals (no gradient)."""
+def _vertex_normal_sums(verts, faces):
+    """[V, 3] float64 sum of the area normals ((v1 - v0) x (v2 - v0)) of the faces around each vertex."""
     cross, _ = face_cross_kernel(verts, faces)
     total = np.zeros((verts.shape[0], 3), np.float64)
     for f in range(faces.shape[0]):
@@ -399,6 +405,13 @@ def vertex_normals_kernel(verts, faces):
             v = faces[f, k]
             for c in range(3):
                 total[v, c] += cross[f, c]
+    return total
+
+
+@njit(cache=True)
+def vertex_normals_kernel(verts, faces):
+    """[V, 3] float32 area-weighted unit vertex normals (no gradient)."""
+    total = _vertex_normal_sums(verts, faces)
     out = np.empty((verts.shape[0], 3), np.float32)
     for v in range(verts.shape[0]):
         length = max(np.sqrt(total[v, 0] ** 2 + total[v, 1] ** 2 + total[v, 2] ** 2), _NORMAL_EPS)
@@ -410,16 +423,10 @@ def vertex_normals_kernel(verts, faces):
 @njit(cache=True)
 def vertex_normals_backward_kernel(verts, faces, grad_normals):
     """``vertex_normals_kernel``'s backward: [V, 3] float32 gradient w.r.t. ``verts`` given the gradient
-    ``grad_normals`` [V, 3] w.r.t. the unit normals. Face f's area normal is a x b with a = v1 - v0,
-    b = v2 - v0, so a gradient G on it gives b x G to v1, G x a to v2 and minus their sum to v0."""
-    cross, _ = face_cross_kernel(verts, faces)
+    ``grad_normals`` [V, 3] w.r.t. the unit normals: a face's area normal gets the sum of its corners'
+    gradients on the normals' sums."""
     V = verts.shape[0]
-    total = np.zeros((V, 3), np.float64)
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            v = faces[f, k]
-            for c in range(3):
-                total[v, c] += cross[f, c]
+    total = _vertex_normal_sums(verts, faces)
     # Through the normalisation n / max(|n|, eps): the gradient's component along n drops out.
     grad_total = np.empty((V, 3), np.float64)
     for v in range(V):
@@ -438,20 +445,7 @@ def vertex_normals_backward_kernel(verts, faces, grad_normals):
         gx = grad_total[i0, 0] + grad_total[i1, 0] + grad_total[i2, 0]
         gy = grad_total[i0, 1] + grad_total[i1, 1] + grad_total[i2, 1]
         gz = grad_total[i0, 2] + grad_total[i1, 2] + grad_total[i2, 2]
-        ax, ay, az = verts[i1, 0] - verts[i0, 0], verts[i1, 1] - verts[i0, 1], verts[i1, 2] - verts[i0, 2]
-        bx, by, bz = verts[i2, 0] - verts[i0, 0], verts[i2, 1] - verts[i0, 1], verts[i2, 2] - verts[i0, 2]
-        # b x G to v1, G x a to v2.
-        p0, p1, p2 = by * gz - bz * gy, bz * gx - bx * gz, bx * gy - by * gx
-        q0, q1, q2 = gy * az - gz * ay, gz * ax - gx * az, gx * ay - gy * ax
-        out[i1, 0] += p0
-        out[i1, 1] += p1
-        out[i1, 2] += p2
-        out[i2, 0] += q0
-        out[i2, 1] += q1
-        out[i2, 2] += q2
-        out[i0, 0] -= p0 + q0
-        out[i0, 1] -= p1 + q1
-        out[i0, 2] -= p2 + q2
+        _add_face_cross_gradient(verts, i0, i1, i2, gx, gy, gz, out)
     return out.astype(np.float32)
 
 
