@@ -499,3 +499,58 @@ def test_grouped_illumination_loss_leaves_out_small_and_unlabelled_groups():
     # No group large enough: every pixel counts as one group.
     tiny = torch.arange(200) % 50
     assert torch.allclose(illumination_loss(irr, lum, "l2", tiny), illumination_loss(irr, lum, "l2"))
+
+
+
+def _vertex_gradient_at_first_step(cfg, orbit, monkeypatch, photometric: bool) -> torch.Tensor:
+    """The gradient on the mesh vertices at step 0 of the photometric loss alone (``photometric``) or of the
+    two illumination losses alone, with an albedo that ignores where it is looked up: whatever reaches the
+    vertices comes through the shading normals."""
+    import recon.refine.train as train
+
+    class PositionBlindAlbedo(train.AlbedoField):
+        def forward(self, points: torch.Tensor) -> torch.Tensor:
+            return super().forward(points.detach())
+
+    monkeypatch.setattr(train, "AlbedoField", PositionBlindAlbedo)
+    cfg = dataclasses.replace(cfg, steps=1, warmup_steps=0, photometric_moves_geometry=True, mask_weight=0.0,
+                              sdf_weight=0.0, normal_weight=0.0, laplacian_weight=0.0, albedo_smooth_weight=0.0,
+                              rgb_weight=1.0 if photometric else 0.0,
+                              illumination_weight=0.0 if photometric else 0.1,
+                              illumination_pair_weight=0.0 if photometric else 0.3)
+    grads: list[torch.Tensor] = []
+
+    def capture(ctx: HookContext) -> None:
+        ctx.verts.register_hook(lambda g: grads.append(g.detach().clone()))
+        return None
+
+    fit_refined(cfg, orbit, _sphere_mesh(0.47), seed=0, progress=False, extra_losses=[capture])
+    assert len(grads) == 1
+    return grads[0]
+
+
+@pytest.mark.parametrize(
+    ("shading_moves_geometry", "photometric", "photometric_moves_light", "moves"),
+    [
+        (True, False, False, True),  # the default: the illumination losses fit the normals to the shading
+        (False, False, False, False),  # fixed (smoothed, detached) shading normals
+        (True, True, False, False),  # photometric gradients reach neither the light nor the normals
+        (True, True, True, True),  # unless they are let through to the irradiance
+    ],
+)
+def test_which_losses_move_the_geometry_through_the_shading_normals(
+        sphere_orbit, tiny_cfg, monkeypatch, shading_moves_geometry, photometric, photometric_moves_light, moves):
+    cfg = dataclasses.replace(tiny_cfg, shading_moves_geometry=shading_moves_geometry,
+                              photometric_moves_light=photometric_moves_light)
+    grad = _vertex_gradient_at_first_step(cfg, sphere_orbit, monkeypatch, photometric)
+    reached = int((grad.norm(dim=-1) > 0).sum())
+    if moves:
+        # Many vertices, not a stray few: every sampled pixel's face passes its normal's gradient on.
+        assert reached > 0.5 * grad.shape[0]
+    else:
+        assert reached == 0
+
+
+def test_the_presets_let_shading_move_the_geometry():
+    assert load_config("default").refine.shading_moves_geometry
+    assert load_config("fast").refine.shading_moves_geometry

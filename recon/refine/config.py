@@ -60,7 +60,7 @@ class RefineConfig:
     photometric_moves_geometry: bool = True
     """Let colour gradients move the surface through the albedo lookup positions (multi-view stereo cue)."""
     shading_moves_geometry: bool = True
-    """Let photometric gradients reach the geometry through the shading normals (shape from shading)."""
+    """Shape from shading: the illumination losses fit the surface's own normals to the input's shading."""
     normal_smoothing: int = 16
     """1-ring averaging passes over the normals the shading sees (when shading does not move geometry)."""
     photometric: Literal["l1", "l2"] = "l1"

@@ -536,7 +536,7 @@ def fit_refined(
             verts, faces, band_sdf, crossed = geometry.extract()
             if faces.shape[0] == 0:
                 raise RuntimeError(f"refinement lost the surface at step {step}: try a lower learning rate")
-            top = float(verts[:, 1].max())
+            top = float(verts.detach()[:, 1].max())
             k = min(cfg.views_per_step, n_views)
             views = torch.randperm(n_views, generator=gen)[:k]
             cams = lvl.cameras.subset(views)
@@ -559,11 +559,13 @@ def fit_refined(
             f, w = _surface_at(rast, faces, pix)
             points = (take_rows(verts, f) * w).sum(1)
             if cfg.shading_moves_geometry:
-                # Shape from shading: a lit input's shading refines the normals that the light divides out
-                # (lighting gap, default preset: duck 3.5 -> 2.0-2.1 dB, union 4.4 -> 1.3 dB). Since the light is
-                # fitted by the illumination losses alone, an unlit input's light stays flat and gives the
-                # normals no gradient, so texture is no longer carved into relief as it once was (the demo's
-                # letters; see README "Shape from shading").
+                # Shape from shading: the illumination losses, which ask the irradiance at these normals to follow
+                # the input's luminance, move the geometry too (photometric gradients reach the normals only with
+                # ``photometric_moves_light``, as they reach the light). A lit input's shading so refines the
+                # normals that its light is divided by (lighting gap, default preset: duck 3.5 -> 2.0-2.1 dB,
+                # union 4.4 -> 1.3 dB). An unlit input's light stays flat and gives the normals no gradient, so
+                # texture is not carved into relief as it once was by the photometric loss (the demo's letters;
+                # see README "Shape from shading").
                 vn = vertex_normals(verts, faces)
                 normals = torch.nn.functional.normalize((take_rows(vn, f) * w).sum(1), dim=-1)
             else:
