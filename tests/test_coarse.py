@@ -12,7 +12,7 @@ import torch
 from recon.coarse.config import CoarseConfig, ExtractConfig
 from recon.coarse.fields import DenseGridField, HashGridField
 from recon.coarse.occupancy import Occupancy, visual_hull
-from recon.coarse.render import ray_box, render_rays
+from recon.coarse.render import ray_box, ray_distortion, ray_distortion_reference, render_rays
 from recon.coarse.train import fit_coarse_field
 from recon.config import load_config
 from recon.data.synthetic import make_scene, render_orbit, sv3d_orbit_angles
@@ -78,6 +78,38 @@ def test_hash_encoding_is_continuous():
 def _tiny_cfg() -> tuple[CoarseConfig, ExtractConfig]:
     cfg = load_config("tiny")
     return cfg.coarse, cfg.extract
+
+
+def test_ray_distortion_matches_the_double_sum_and_its_gradient():
+    gen = torch.Generator().manual_seed(0)
+    step = 0.01
+    t = 0.5 + (torch.arange(40, dtype=torch.float64) + torch.rand(6, 40, generator=gen, dtype=torch.float64)) * step
+    w = (torch.rand(6, 40, generator=gen, dtype=torch.float64) * 0.05).requires_grad_(True)
+    torch.testing.assert_close(ray_distortion(w, t, step), ray_distortion_reference(w, t, step))
+    torch.autograd.gradcheck(lambda x: ray_distortion(x, t, step), (w,))
+
+
+def test_ray_distortion_is_smaller_for_a_surface_than_for_fog():
+    step = 0.01
+    t = (torch.arange(100, dtype=torch.float32)[None] + 0.5) * step
+    surface = torch.zeros(1, 100)
+    surface[0, 50:53] = 0.3  # opacity 0.9 within 3 samples
+    fog = torch.full((1, 100), 0.9 / 30)
+    fog[0, :40] = 0
+    fog[0, 70:] = 0  # the same opacity spread over 30 samples
+    assert float(ray_distortion(surface, t, step)) < 0.2 * float(ray_distortion(fog, t, step))
+
+
+def test_render_rays_returns_the_distortion_only_when_asked(sphere_orbit):
+    field = _analytic_ball_field()
+    occ = Occupancy(field.occupancy, field.bound)
+    o, d = sphere_orbit.cameras.rays(torch.zeros(8, dtype=torch.long), torch.full((8, 2), 24.0))
+    o = o.expand_as(d)
+    plain = render_rays(field.field, occ, o, d, 0.01, torch.ones(3))
+    spread = render_rays(field.field, occ, o, d, 0.01, torch.ones(3), distortion=True)
+    assert plain.distortion is None
+    assert spread.distortion.shape == (8,) and bool((spread.distortion > 0).all())
+    torch.testing.assert_close(plain.rgb, spread.rgb)
 
 
 def test_fit_and_extract_a_sphere(sphere_orbit):

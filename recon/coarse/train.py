@@ -142,7 +142,8 @@ def fit_coarse_field(
             jitter = torch.rand(cfg.rays_per_step, 2, generator=gen)
             xy = torch.stack([x.float() + jitter[:, 0], y.float() + jitter[:, 1]], -1)
             o, d = lvl.cameras.rays(v, xy)
-            out = render_rays(field, occupancy, o, d, cur_step, bg, jitter=True, generator=gen)
+            out = render_rays(field, occupancy, o, d, cur_step, bg, jitter=True, generator=gen,
+                              distortion=cfg.distortion_weight > 0)
             target = lvl.images[v, y, x]
             mask = lvl.masks[v, y, x]
             mse = ((out.rgb - target) ** 2).mean()
@@ -150,6 +151,8 @@ def fit_coarse_field(
             mask_loss = torch.nn.functional.binary_cross_entropy(acc, mask)
             entropy = -(acc * torch.log(acc) + (1 - acc) * torch.log(1 - acc)).mean()
             loss = mse + cfg.mask_weight * mask_loss + cfg.entropy_weight * entropy
+            if out.distortion is not None:
+                loss = loss + cfg.distortion_weight * out.distortion.mean()
             if cfg.field == "grid" and cfg.tv_weight > 0:
                 loss = loss + cfg.tv_weight * field.total_variation(generator=gen)
             optimizer.zero_grad(set_to_none=True)
