@@ -112,6 +112,27 @@ def test_render_rays_returns_the_distortion_only_when_asked(sphere_orbit):
     torch.testing.assert_close(plain.rgb, spread.rgb)
 
 
+def _mean_distortion_of_hits(field: CoarseField, orbit) -> float:
+    occ = Occupancy(field.occupancy, field.bound)
+    gen = torch.Generator().manual_seed(1)
+    views = torch.randint(0, len(orbit), (2000,), generator=gen)
+    xy = torch.rand(2000, 2, generator=gen) * orbit.width
+    o, d = orbit.cameras.rays(views, xy)
+    with torch.no_grad():
+        out = render_rays(field.field, occ, o.expand_as(d), d, 0.01, torch.ones(3), distortion=True)
+    hit = out.acc > 0.5
+    return float(out.distortion[hit].mean())
+
+
+def test_the_distortion_weight_concentrates_the_fitted_density(sphere_orbit):
+    coarse, _ = _tiny_cfg()
+    plain = fit_coarse_field(dataclasses.replace(coarse, steps=30), sphere_orbit, seed=0, progress=False)
+    compact = fit_coarse_field(dataclasses.replace(coarse, steps=30, distortion_weight=1.0), sphere_orbit, seed=0,
+                               progress=False)
+    # Measured 0.158 -> 0.138 world units.
+    assert _mean_distortion_of_hits(compact, sphere_orbit) < 0.95 * _mean_distortion_of_hits(plain, sphere_orbit)
+
+
 def test_fit_and_extract_a_sphere(sphere_orbit):
     coarse, extract = _tiny_cfg()
     coarse = dataclasses.replace(coarse, steps=80)

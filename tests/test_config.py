@@ -98,6 +98,12 @@ def test_bad_illumination_pair_settings_are_refused():
         == (0.05,)
 
 
+def test_negative_distortion_weight_is_refused():
+    with pytest.raises(ConfigError, match="distortion_weight"):
+        load_config("default", ["coarse.distortion_weight=-0.1"])
+    assert load_config("default", ["coarse.distortion_weight=0.1"]).coarse.distortion_weight == 0.1
+
+
 def test_unknown_preset_lists_presets():
     with pytest.raises(ConfigError, match="fast"):
         load_config("nonexistent")

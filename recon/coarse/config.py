@@ -72,6 +72,10 @@ class CoarseConfig:
     hash: HashConfig = dataclasses.field(default_factory=HashConfig)
     """Settings of the 'hash' field."""
 
+    def __post_init__(self) -> None:
+        if not self.distortion_weight >= 0:
+            raise ConfigError(f"coarse.distortion_weight must be 0 or more, got {self.distortion_weight}")
+
 
 @dataclass
 class ExtractConfig:
