@@ -339,7 +339,7 @@ def test_the_surface_cannot_sink_below_the_floor():
     verts, faces, _, _ = geometry.extract()
     mesh = trimesh.Trimesh(verts.detach().numpy(), faces.numpy(), process=True)
     assert float(verts.detach()[:, 1].min()) == pytest.approx(floor, abs=1e-5)
-    assert float(verts[:, 1].max()) == pytest.approx(0.4, abs=cell)
+    assert float(verts.detach()[:, 1].max()) == pytest.approx(0.4, abs=cell)
     assert mesh.is_watertight
     free = _Geometry(sdf, cfg)
     free.rebuild_band(1)
@@ -365,6 +365,77 @@ def test_a_centred_objects_floor_is_opposite_its_top():
     assert refine_floor(cfg, -0.45, 0.5, True) == pytest.approx(-0.5)  # filled down to the centred box
     assert refine_floor(cfg, -0.5, 0.45, True) == pytest.approx(-0.5)  # an observed bottom stays
     assert refine_floor(replace(cfg, floor_margin=-1.0), -0.45, 0.5, True) == -math.inf
+
+
+def _box_lattice_sdf(lattice: torch.Tensor, half: float, bottom: float, top: float, cell: float) -> torch.Tensor:
+    """[P] SDF (in cells, inside > 0) of the box |x|, |z| <= half, bottom <= y <= top (max-norm distance)."""
+    x, y, z = lattice.unbind(-1)
+    inside = torch.minimum(torch.minimum(half - x.abs(), half - z.abs()), torch.minimum(y - bottom, top - y))
+    return inside / cell
+
+
+def test_a_hidden_base_follows_the_floor_down():
+    """A box whose flat base lies 1.5 cells above the floor, seen from an SV3D orbit (elevation 10 deg): the
+    base is filled down to the floor, and only under the box. A gap wider than ``max_cells``, a mask that
+    does not cover the fill, or cameras below the base (the fill would stand in front of the base they see)
+    leave the base where it is."""
+    from dataclasses import replace
+
+    from recon.data.cameras import orbit_cameras
+    from recon.geometry.tets import lattice_vertices
+    from recon.refine.train import _Geometry, hidden_base_fill, hidden_from_views, surface_depths
+
+    cfg = replace(load_config("tiny").refine, grid=32)
+    cell = 2 * cfg.bound / cfg.grid
+    lattice = lattice_vertices(cfg.grid, cfg.bound)
+    floor = -0.3 - 0.25 * cell  # between lattice layers, as it usually is
+    base, top = floor + 1.5 * cell, 0.31
+
+    def box_depths(cameras, bottom: float = base) -> torch.Tensor:
+        box = trimesh.creation.box(extents=(0.5, top - bottom, 0.5))
+        box.apply_translation((0.0, (top + bottom) / 2, 0.0))
+        return surface_depths(torch.from_numpy(box.vertices).float(), torch.from_numpy(box.faces), cameras)
+
+    def true_masks(cameras) -> torch.Tensor:  # the views show the true box, whose base is on the floor
+        return torch.isfinite(box_depths(cameras, floor)).float()
+
+    cams = orbit_cameras(torch.full((21,), 10.0), torch.arange(21) * 360 / 21, 2.0, 33.8, 64)
+    covered, depths = true_masks(cams), box_depths(cams)
+
+    geometry = _Geometry(_box_lattice_sdf(lattice, 0.25, base, top, cell), cfg, floor)
+    filled = geometry.fill_hidden_base(2.0, cams, covered, depths)
+    first = math.ceil((floor + cfg.bound) / cell)
+    n = cfg.grid + 1
+    layers = lattice.reshape(n, n, n, 3)[:, first - 1:first + 3].reshape(-1, 3)
+    hidden = hidden_from_views(layers, cams, covered, depths, 0.5 * cell).reshape(n, 4, n)
+    x, y, z = lattice[hidden_base_fill(_box_lattice_sdf(lattice, 0.25, base, top, cell), first, hidden)].unbind(-1)
+    assert filled > 0 and filled == x.numel()
+    # Under the box only: between the floor and the base, and the first vertices below the floor.
+    assert bool(((x.abs() <= 0.25) & (z.abs() <= 0.25) & (y >= floor - cell) & (y < base)).all())
+    assert geometry.fill_hidden_base(2.0, cams, covered, depths) == 0  # done: a second pass changes nothing
+    geometry.rebuild_band(1)
+    verts, faces, _, _ = geometry.extract()
+    v = verts.detach()
+    bottom = v[(v[:, 0].abs() < 0.2) & (v[:, 2].abs() < 0.2) & (v[:, 1] < 0)]
+    middle = v[(v[:, 0].abs() < 0.1) & (v[:, 2].abs() < 0.1) & (v[:, 1] < 0)]
+    assert float(middle[:, 1].max()) == pytest.approx(floor, abs=1e-5)  # the base's middle lies on the floor
+    # Near the rim, the vertex below the floor is outside the views' masks and keeps its SDF: within 0.15 cell.
+    assert float(bottom[:, 1].max()) < floor + 0.15 * cell
+    assert trimesh.Trimesh(verts.detach().numpy(), faces.numpy(), process=True).is_watertight
+
+    def fill_count(max_cells: float = 2.0, cameras=cams, masks=covered, gap: float = 1.5) -> int:
+        box = _box_lattice_sdf(lattice, 0.25, floor + gap * cell, top, cell)
+        return _Geometry(box, cfg, floor).fill_hidden_base(max_cells, cameras, masks, box_depths(cameras))
+
+
+    assert fill_count() == filled
+    assert fill_count(gap=3.5) == 0  # more than max_cells above the floor: a bottom, not a hidden base gap
+    assert fill_count(max_cells=0.5) == 0  # off
+    one_view_empty = covered.clone()
+    one_view_empty[5, 36:] = 0  # one view's mask does not cover the lower part of the object
+    assert fill_count(masks=one_view_empty) < filled
+    below = orbit_cameras(torch.full((21,), -20.0), torch.arange(21) * 360 / 21, 2.0, 33.8, 64)
+    assert fill_count(cameras=below, masks=true_masks(below)) == 0
 
 
 def test_refinement_keeps_the_hole_of_the_torus(tiny_cfg):

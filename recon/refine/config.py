@@ -47,6 +47,8 @@ class RefineConfig:
     """Largest vertex displacement, as a fraction of a cell (tanh-bounded)."""
     floor_margin: float = 1.0
     """Cells the surface may sink below the coarse mesh's lowest point (centred: 0, or down to -top; < 0: none)."""
+    base_fill_cells: float = 2.0
+    """Centred objects: a hidden base up to this many cells above the floor is filled down to it (< 1: off)."""
     views_per_step: int = 8
     """Views rendered per step (a random subset; all views when >= their number)."""
     resolutions: tuple[int, ...] = (128, 256, 384)

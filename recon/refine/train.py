@@ -130,6 +130,9 @@ class _Geometry(torch.nn.Module):
         self.sdf = torch.nn.Parameter(sdf_cells.clone())
         self.deform = torch.nn.Parameter(torch.zeros(sdf_cells.shape[0], 3))
         self.band: TetBand | None = None
+        # Lattice layer -> [n, n] hidden_from_views: the depths are the coarse mesh's, so each layer is
+        # projected once.
+        self._hidden_layers: dict[int, Tensor] = {}
 
     @torch.no_grad()
     def set_floor(self, floor: float) -> None:
@@ -137,6 +140,28 @@ class _Geometry(torch.nn.Module):
         if floor != self.floor:
             self.above_floor.copy_((self.lattice[:, 1] - floor) / self.cell)
             self.floor = floor
+
+    @torch.no_grad()
+    def fill_hidden_base(self, max_cells: float, cameras: Cameras, masks: Tensor, depths: Tensor) -> int:
+        """Fill a hidden base up to ``max_cells`` cells above the floor down to it (``hidden_base_fill``; the
+        views' ``masks`` and the ``surface_depths`` of the coarse mesh tell what is hidden, with half a cell
+        of tolerance for the coarse surface's error); returns how many lattice vertices' SDF changed."""
+        first = math.ceil((self.floor + self.bound) / self.cell - 1e-6)
+        depth = math.floor(max_cells)
+        n = self.resolution + 1
+        if not math.isfinite(self.floor) or depth < 1 or first < 1 or first + depth >= n:
+            return 0
+        layers = []
+        for j in range(first - 1, first + depth + 1):
+            if j not in self._hidden_layers:
+                layer = self.lattice.reshape(n, n, n, 3)[:, j].reshape(-1, 3)
+                self._hidden_layers[j] = hidden_from_views(layer, cameras, masks, depths, 0.5 * self.cell).reshape(n, n)
+            layers.append(self._hidden_layers[j])
+        idx = hidden_base_fill(self.capped_sdf(), first, torch.stack(layers, dim=1))
+        raise_to = self.above_floor[idx]
+        lower = self.sdf[idx] < raise_to
+        self.sdf[idx[lower]] = raise_to[lower]
+        return int(lower.sum())
 
     def rebuild_band(self, width: int) -> TetBand:
         n = self.resolution + 1
@@ -364,6 +389,77 @@ def refine_floor(cfg: RefineConfig, coarse_low: float, top: float, centred_objec
     return coarse_low - cfg.floor_margin * cfg.cell
 
 
+def surface_depths(verts: Tensor, faces: Tensor, cameras: Cameras) -> Tensor:
+    """[N, H, W] distance along each camera's viewing axis to the nearest surface of the mesh (verts [V, 3],
+    faces [F, 3]) at each pixel of the cameras' images; +inf where the mesh does not cover the pixel."""
+    clip = clip_positions(verts.float(), cameras)
+    tri = faces.int()
+    rast = rasterize(clip, tri, (cameras.height, cameras.width))
+    depth = interpolate(clip[..., 3:4].contiguous(), rast, tri)[..., 0]  # w = the camera-space depth
+    return torch.where(rast[..., 3] > 0, depth, torch.full_like(depth, math.inf))
+
+
+def hidden_from_views(points: Tensor, cameras: Cameras, masks: Tensor, depths: Tensor, tolerance: float) -> Tensor:
+    """[P] bool: no view can see whether the points [P, 3] are solid. In every view a point projects inside
+    the mask [N, H, W] (inside where > 0.5; outside it the view would see the background through the point)
+    and does not lie more than ``tolerance`` in front of the surface at its pixel (``depths``
+    [N, H, W] from ``surface_depths``; where the surface does not cover a masked pixel, the surface is
+    missing there and the point may fill it)."""
+    xy, dist = cameras.project(points)
+    px = xy.floor().long()
+    H, W = masks.shape[1:]
+    in_image = (dist > 0) & (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H)
+    views = torch.arange(masks.shape[0])[:, None]
+    py, px = px[..., 1].clamp(0, H - 1), px[..., 0].clamp(0, W - 1)
+    surface = depths[views, py, px]
+    in_front = torch.isfinite(surface) & (dist < surface - tolerance)
+    return (in_image & (masks[views, py, px] > 0.5) & ~in_front).all(dim=0)
+
+
+def hidden_base_fill(capped: Tensor, first: int, hidden: Tensor) -> Tensor:
+    """Lattice vertices to raise so that a hidden flat base follows the floor down.
+
+    A centred object's floor is minus its top (``refine_floor``); as refinement raises the top towards the
+    truth, the floor drops, and the base's rim follows it (the silhouettes show the rim) while the base's
+    middle, which no view from above shows, stays where the coarse stage left it (the benchmark duck: its
+    base's middle came out a cell above the floor). For each lattice column whose lowest solid vertex lies
+    within the ``D`` layers above the floor's, the vertices below it are filled, downwards, as long as each
+    is hidden from every view (``hidden_from_views``: a filled vertex that a view could see would show
+    there, as under an overhang that a view looks into), and the first vertex below the floor is raised to
+    its own (negative) height above the floor, so that the cut (``with_floor``) puts the surface exactly at
+    the floor.
+
+    Args:
+        capped: [n^3] the SDF as the surface sees it (cut by the floor; inside where > 0), n = R + 1, lattice
+            order (x-major, then y, then z).
+        first: the lowest lattice layer (y index) at or above the floor, >= 1.
+        hidden: [n, D + 2, n] bool, ``hidden_from_views`` of the lattice layers ``first - 1 .. first + D``.
+    Returns:
+        [K] int64 lattice indices of the vertices whose SDF the caller raises to their height above the floor
+        (in cells; positive above it, so those are filled), possibly empty.
+    """
+    n = round(capped.shape[0] ** (1 / 3))
+    depth = hidden.shape[1] - 2
+    empty = torch.zeros(0, dtype=torch.int64)
+    # Below the floor the capped SDF is outside, so the lowest solid vertex of a column within this slab is
+    # the lowest of the whole column.
+    slab = capped.reshape(n, n, n)[:, first:first + depth + 1, :] > 0
+    cols = slab.any(dim=1).nonzero()
+    if cols.numel() == 0:
+        return empty
+    x, z = cols[:, 0], cols[:, 1]
+    k = slab.int().argmax(dim=1)[x, z] + 1  # the column's lowest solid vertex, as a layer of ``hidden``
+    alive = torch.ones(cols.shape[0], dtype=torch.bool)
+    filled: list[Tensor] = []
+    for _ in range(depth + 1):  # downwards, all columns at once, to the first layer below the floor
+        k = k - 1
+        alive &= (k >= 0) & hidden[x, k.clamp(min=0), z]
+        if not alive.any():
+            break
+        filled.append(((x * n + (first - 1 + k)) * n + z)[alive])
+    return torch.cat(filled) if filled else empty
+
+
 def initial_sdf(cfg: RefineConfig, coarse: Mesh) -> Tensor:
     """[(R+1)^3] SDF of the coarse mesh on the lattice, in cells (inside > 0), clamped to the band scale."""
     cell = cfg.cell
@@ -523,6 +619,9 @@ def fit_refined(
     n_views = len(orbit)
     loss_val, psnr_val = float("nan"), float("nan")
     band_fracs: list[float] = []
+    # The floor of a centred object moves with its top; the hidden base follows it (``hidden_base_fill``).
+    fill_base = centred_object and cfg.base_fill_cells >= 1 and cfg.floor_margin >= 0
+    coarse_depths = surface_depths(coarse.verts, coarse.faces, orbit.cameras) if fill_base else None
     t0 = time.perf_counter()
     with StepProgress("refine", cfg.steps, start, enabled=progress) as bar:
         for step in range(start, cfg.steps):
@@ -532,6 +631,8 @@ def fit_refined(
             lvl = levels[ph]
             if geometry.band is None or (step - start) % cfg.band_every == 0:
                 geometry.set_floor(refine_floor(cfg, coarse_low, top, centred_object))
+                if fill_base:
+                    geometry.fill_hidden_base(cfg.base_fill_cells, orbit.cameras, orbit.masks, coarse_depths)
                 band_fracs.append(geometry.rebuild_band(cfg.band_width).fraction)
             verts, faces, band_sdf, crossed = geometry.extract()
             if faces.shape[0] == 0:
@@ -651,6 +752,10 @@ def fit_refined(
                             "top": top},
                            checkpoint)
     seconds = time.perf_counter() - t0
+    if fill_base:
+        # The last steps moved the top since the band was last derived.
+        geometry.set_floor(refine_floor(cfg, coarse_low, top, centred_object))
+        geometry.fill_hidden_base(cfg.base_fill_cells, orbit.cameras, orbit.masks, coarse_depths)
     speckles = geometry.clean_sign_speckles() if cfg.sign_cleanup else 0
     mesh = final_mesh(cfg, geometry, albedo)
     metrics = {"loss": loss_val, "train_psnr": psnr_val, "seconds": seconds, "init_seconds": init_seconds,
