@@ -10,14 +10,16 @@ from recon.eval.realism import Realism, render_realistic_orbit
 __all__ = ["object_mesh", "object_orbit", "perturbed_orbit"]
 
 
-def object_orbit(name: str, work: Path, size: int) -> Path:
+def object_orbit(name: str, work: Path, size: int, alpha: bool = False) -> Path:
     """``work/orbit``: the object's SV3D static orbit at ``size``² with ``ground_truth.glb`` (rendered once,
-    reused when already there)."""
+    reused when already there). RGB on white, masks from the background as for raw SV3D frames; ``alpha``:
+    RGBA frames in ``work/orbit_rgba`` instead (masks from alpha), which white objects need (the cow and
+    airplane, rendered white, and the soccer ball's white panels vanish into a white background)."""
     from recon.render.orbit import render_mesh_orbit
 
-    orbit_dir = work / "orbit"
+    orbit_dir = work / ("orbit_rgba" if alpha else "orbit")
     if not (orbit_dir / "ground_truth.glb").is_file():
-        render_mesh_orbit(object_mesh(name, work / "src"), orbit_dir, size=size, supersample=2)
+        render_mesh_orbit(object_mesh(name, work / "src"), orbit_dir, size=size, supersample=2, alpha=alpha)
     return orbit_dir
 
 

@@ -5,8 +5,9 @@
     python benchmarks/bench_refine.py --objects torus duck --set refine.steps=300
     python benchmarks/bench_refine.py --work /tmp/bench-refine   # keep run folders (coarse reused on rerun)
 
-Each object (in its own process): render a 21-view SV3D static orbit at 256² (--size) with
-render-orbit, run ``fit --until refine``, then score the coarse mesh and the refined one against the
+Each object (in its own process): render a 21-view SV3D static orbit at 256² (--size; RGB on white, or
+RGBA with --alpha, which white objects need: cow, airplane, soccerball) with render-orbit, run
+``fit --until refine``, then score the coarse mesh and the refined one against the
 normalised ground truth (both normalised, GSO protocol): Chamfer (area), IoU 64³, F-score@0.02, and the
 median angle between the surface normals and the truth's at nearest points (bumps the distances barely see),
 and PSNR on 21 held-out views of a dynamic orbit (elevation 10±20°, azimuths offset half a step) of
@@ -36,7 +37,8 @@ from _objects import object_orbit
 DEFAULT_OBJECTS = ["sphere", "torus", "union", "demo", "duck", "bunny"]
 
 
-def run_object(name: str, preset: str, overrides: list[str], size: int, work: Path) -> dict[str, object]:
+def run_object(name: str, preset: str, overrides: list[str], size: int, work: Path,
+               alpha: bool = False) -> dict[str, object]:
     import torch
 
     from recon.config import load_config
@@ -48,12 +50,13 @@ def run_object(name: str, preset: str, overrides: list[str], size: int, work: Pa
     from recon.render.views import render_views
 
     cfg = load_config(preset, overrides)
-    orbit_dir = object_orbit(name, work, size)
+    orbit_dir = object_orbit(name, work, size, alpha)
+    run_dir = work / ("run_rgba" if alpha else "run")
     gt = load_render_mesh(orbit_dir / "ground_truth.glb")
-    run(cfg, orbit_dir, work / "run", until="coarse")  # reused when the run folder already has it
+    run(cfg, orbit_dir, run_dir, until="coarse")  # reused when the run folder already has it
     start = time.perf_counter()
     with peak_memory() as mem:
-        result = run(cfg, orbit_dir, work / "run", until="refine")
+        result = run(cfg, orbit_dir, run_dir, until="refine")
     seconds = time.perf_counter() - start
     refine = result.metrics["refine"]
     ecfg = EvalConfig(views=0)
@@ -102,19 +105,21 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=None, help="keep run folders here (coarse results reused)")
+    parser.add_argument("--alpha", action="store_true",
+                        help="RGBA orbits, masks from alpha (white objects: cow, airplane, soccerball)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # run one object in this process
     args = parser.parse_args()
     if args.one:
         work = args.work / args.one
-        print(json.dumps(run_object(args.one, args.preset, args.overrides, args.size, work)))
+        print(json.dumps(run_object(args.one, args.preset, args.overrides, args.size, work, args.alpha)))
         return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-refine-") as tmp:
         work = args.work or Path(tmp)
         for name in args.objects:
             cmd = [sys.executable, __file__, "--one", name, "--preset", args.preset, "--size", str(args.size),
-                   "--work", str(work)]
+                   "--work", str(work)] + (["--alpha"] if args.alpha else [])
             rows.append(json.loads(run_isolated(cmd, f"object {name}", args.overrides)))
             print(f"  {name}: {rows[-1]}", file=sys.stderr)
     mean: dict[str, object] = {"object": "MEAN"}
@@ -125,7 +130,7 @@ def main() -> int:
     rows.append(mean)
     print_table(rows, COLUMNS)
     payload = {"machine": machine_info(), "preset": args.preset, "overrides": args.overrides, "size": args.size,
-               "rows": rows}
+               "alpha": args.alpha, "rows": rows}
     print(f"\nwrote {write_json(f'bench_refine_{Path(args.preset).stem}', payload, args.out)}")
     return 0
 
