@@ -431,6 +431,8 @@ def test_a_hidden_base_follows_the_floor_down():
     assert fill_count() == filled
     assert fill_count(gap=3.5) == 0  # more than max_cells above the floor: a bottom, not a hidden base gap
     assert fill_count(max_cells=0.5) == 0  # off
+    no_floor = _Geometry(_box_lattice_sdf(lattice, 0.25, base, top, cell), cfg)
+    assert no_floor.fill_hidden_base(2.0, cams, covered, depths) == 0  # no floor, nothing to follow
     one_view_empty = covered.clone()
     one_view_empty[5, 36:] = 0  # one view's mask does not cover the lower part of the object
     assert fill_count(masks=one_view_empty) < filled

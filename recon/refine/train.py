@@ -33,7 +33,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from recon.data.cameras import Cameras
+from recon.data.cameras import Cameras, pixel_index
 from recon.errors import ConfigError
 from recon.extract import with_floor
 from recon.geometry._kernels import band_state_backward_kernel, band_state_forward_kernel, binomial_pass_kernel
@@ -146,10 +146,12 @@ class _Geometry(torch.nn.Module):
         """Fill a hidden base up to ``max_cells`` cells above the floor down to it (``hidden_base_fill``; the
         views' ``masks`` and the ``surface_depths`` of the coarse mesh tell what is hidden, with half a cell
         of tolerance for the coarse surface's error); returns how many lattice vertices' SDF changed."""
+        if not math.isfinite(self.floor):
+            return 0
         first = math.ceil((self.floor + self.bound) / self.cell - 1e-6)
         depth = math.floor(max_cells)
         n = self.resolution + 1
-        if not math.isfinite(self.floor) or depth < 1 or first < 1 or first + depth >= n:
+        if depth < 1 or first < 1 or first + depth >= n:
             return 0
         layers = []
         for j in range(first - 1, first + depth + 1):
@@ -406,14 +408,12 @@ def hidden_from_views(points: Tensor, cameras: Cameras, masks: Tensor, depths: T
     [N, H, W] from ``surface_depths``; where the surface does not cover a masked pixel, the surface is
     missing there and the point may fill it)."""
     xy, dist = cameras.project(points)
-    px = xy.floor().long()
     H, W = masks.shape[1:]
-    in_image = (dist > 0) & (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H)
+    px, in_image = pixel_index(xy, W, H)
     views = torch.arange(masks.shape[0])[:, None]
-    py, px = px[..., 1].clamp(0, H - 1), px[..., 0].clamp(0, W - 1)
-    surface = depths[views, py, px]
+    surface = depths[views, px[..., 1], px[..., 0]]
     in_front = torch.isfinite(surface) & (dist < surface - tolerance)
-    return (in_image & (masks[views, py, px] > 0.5) & ~in_front).all(dim=0)
+    return (in_image & (dist > 0) & (masks[views, px[..., 1], px[..., 0]] > 0.5) & ~in_front).all(dim=0)
 
 
 def hidden_base_fill(capped: Tensor, first: int, hidden: Tensor) -> Tensor:
