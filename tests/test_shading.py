@@ -134,7 +134,7 @@ def test_albedo_field_is_bounded_and_differentiable():
     field = AlbedoField(levels=4, log2_size=10, max_res=64)
     x = (torch.rand(100, 3) - 0.5).requires_grad_()
     a = field(x)
-    assert a.shape == (100, 3) and float(a.min()) >= 0 and float(a.max()) <= 1
+    assert a.shape == (100, 3) and float(a.detach().min()) >= 0 and float(a.detach().max()) <= 1
     a.sum().backward()
     assert torch.isfinite(x.grad).all()
     assert torch.allclose(field.query(x.detach(), chunk=7), a.detach(), atol=1e-6)

