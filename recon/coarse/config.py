@@ -57,7 +57,7 @@ class CoarseConfig:
     """Weight of the opacity entropy regulariser (pushes opacity to 0 or 1)."""
     tv_weight: float = 0.001
     """Weight of the total-variation prior on the density grid."""
-    distortion_weight: float = 0.0
+    distortion_weight: float = 0.1
     """Weight of Mip-NeRF 360's distortion loss (weights spread along a ray: fog); 0 turns it off."""
     hull_res: int = 64
     """Resolution of the occupancy grid (visual hull, then refreshed from density)."""
