@@ -219,7 +219,8 @@ def binomial_pass_kernel(volume, passes):
     last entries along that axis stay as they are.
 
     Each pass computes ``0.5 x[i] + 0.25 (x[i-1] + x[i+1])`` from the previous pass's values, in the
-    reference's operation order (bit-identical results). Split over (outer1, outer2, inner block of ``_BLUR_BLOCK``) items.
+    reference's operation order (bit-identical results). Split over (outer1, outer2, inner block of
+    ``_BLUR_BLOCK`` entries) items.
 
     Zero runs are skipped: after ``passes`` passes a value reaches at most ``passes`` entries away, so a
     line is filtered only over its nonzero segments widened by ``passes + 1`` (the widened ends are zeros
