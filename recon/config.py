@@ -48,6 +48,8 @@ class DataConfig:
     """Holes in a derived mask smaller than this fraction of the image are filled (real holes stay)."""
     alpha_threshold: float = 0.5
     """With an alpha channel, alpha above this counts as object in the binary mask."""
+    soft_outline: bool = True
+    """Derived masks: estimate the outline pixels' coverage from their colour (as alpha), not 0/1."""
     max_resolution: int = 0
     """Downsample frames whose longer side exceeds this many pixels (0 keeps the input size)."""
 
