@@ -50,6 +50,8 @@ class DataConfig:
     """With an alpha channel, alpha above this counts as object in the binary mask."""
     soft_outline: bool = True
     """Derived masks: estimate the outline pixels' coverage from their colour (as alpha), not 0/1."""
+    soft_outline_max_px: int = 4
+    """Soft outline: widest outline (pixels) a blurred frame's is read over; chosen per frame (1: one ring)."""
     max_resolution: int = 0
     """Downsample frames whose longer side exceeds this many pixels (0 keeps the input size)."""
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from recon.config import DataConfig
 from recon.data.cameras import sv3d_azimuths
-from recon.data.images import mask_from_background, outline_coverage
+from recon.data.images import blurred_outline_coverage, mask_from_background, outline_coverage
 from recon.data.orbit import load_orbit, write_orbit
 from recon.types import Orbit
 
@@ -152,6 +153,31 @@ def test_soft_outline_sits_on_the_coverage_of_a_textured_disk():
     assert (soft[coverage == 1] > 0.5).all()  # the texture edge is not read as partial coverage
     light_rim = (binary > 0) & (np.arange(n)[:, None] > 80)
     assert (soft[light_rim] == binary[light_rim]).all()
+
+
+def test_blurred_outline_widens_only_for_a_blurred_frame():
+    """The two-colour disk, sharp and blurred (Gaussian sigma 0.5-1 px, as generated views are soft): on the
+    sharp frame the outline stays one pixel (the same mask as ``outline_coverage``); on the blurred ones
+    the binary mask stands 0.9-1.6 px outside the object and a one-pixel ring of estimates leaves
+    0.25-1.0 px of that, the widening ring under 0.2 px."""
+    n, ss = 96, 8
+    yy, xx = (np.mgrid[: n * ss, : n * ss] + 0.5) / ss
+    inside = np.hypot(yy - 48.3, xx - 47.6) < 35.2
+    colour = np.where((xx < 52.1)[..., None], [0.2, 0.35, 0.8], [0.9, 0.5, 0.1])
+    sharp = np.where(inside[..., None], colour, 1.0).reshape(n, ss, n, ss, 3).mean((1, 3)).astype(np.float32)
+    coverage = inside.reshape(n, ss, n, ss).mean((1, 3))
+    white = np.ones(3, dtype=np.float32)
+    mask = mask_from_background(sharp, white, DataConfig(soft_outline=False)) > 0.5
+    np.testing.assert_array_equal(blurred_outline_coverage(sharp, white, mask),
+                                  outline_coverage(sharp, white, mask))
+    for sigma in (0.5, 0.7, 1.0):
+        img = ndimage.gaussian_filter(sharp, (sigma, sigma, 0))
+        binary = mask_from_background(img, white, DataConfig(soft_outline=False))
+        one_ring = mask_from_background(img, white, DataConfig(soft_outline_max_px=1))
+        widening = mask_from_background(img, white, DataConfig())
+        assert _outline_offset_px(binary, coverage) > 0.85
+        assert _outline_offset_px(one_ring, coverage) > 0.2
+        assert abs(_outline_offset_px(widening, coverage)) < 0.2
 
 
 def test_outline_coverage_leaves_a_thin_part_binary():

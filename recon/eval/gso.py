@@ -75,6 +75,8 @@ class BenchSettings:
     """Side of the input orbit's views (SV3D: 576)."""
     realism: str = "none"
     """Generated-view imperfections of the input orbit: none, mild, default or strong (recon.eval.realism)."""
+    rgb: bool = False
+    """Input frames RGB on white, masks from the background colour (as raw SV3D frames), not RGBA."""
     variants: tuple[str, ...] = VARIANTS
     """Which rows of the ablation to run."""
     heldout_views: int = 21
@@ -93,6 +95,8 @@ class BenchSettings:
         blob = {**asdict(self), "config": config_to_dict(self.pipeline_config()), "scoring": 1}
         blob.pop("overrides")
         blob.pop("preset")
+        if not blob["rgb"]:
+            blob.pop("rgb")  # keys of RGBA runs stay those of the runs before the option
         return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def pipeline_config(self):
@@ -246,9 +250,11 @@ def run_object(obj: BenchObject, settings: BenchSettings, out_root: Path) -> dic
     if result_path.is_file():
         return json.loads(result_path.read_text())
     cfg = settings.pipeline_config()
-    orbit_dir = out_root / "objects" / obj.name / f"orbit_{settings.size}_{settings.realism}_{settings.seed}"
+    orbit_dir = out_root / "objects" / obj.name / (f"orbit_{settings.size}_{settings.realism}_{settings.seed}"
+                                                   + ("_rgb" if settings.rgb else ""))
     if not (orbit_dir / "orbit.json").is_file():
-        render_realistic_orbit(obj.mesh, orbit_dir, settings.size, REALISM_LEVELS[settings.realism], settings.seed)
+        render_realistic_orbit(obj.mesh, orbit_dir, settings.size, REALISM_LEVELS[settings.realism], settings.seed,
+                               rgba=not settings.rgb)
     gt = load_render_mesh(obj.mesh).normalized()
     cams = heldout_cameras(EvalConfig(views=settings.heldout_views, view_size=settings.size))
     with torch.no_grad():
@@ -421,7 +427,8 @@ def write_reports(results: list[dict], settings: BenchSettings, out_root: Path) 
 
     lines = [f"# Benchmark: {len(results)} objects, preset `{settings.preset}`"
              + (f" with {' '.join(settings.overrides)}" if settings.overrides else "")
-             + f", input {settings.size}², realism `{settings.realism}`, seed {settings.seed}", "",
+             + f", input {settings.size}² {'RGB on white' if settings.rgb else 'RGBA'}, "
+             + f"realism `{settings.realism}`, seed {settings.seed}", "",
              f"Objects: {', '.join(r['object'] for r in results)}.", "",
              "| variant | n | Chamfer mean | Chamfer median | IoU mean | IoU median | F@0.02 mean | PSNR mean "
              "| SSIM mean | time mean (s) | peak mean (MB) |",
@@ -510,6 +517,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=256, help="input orbit side in pixels (default 256; SV3D 576)")
     p.add_argument("--realism", choices=list(REALISM_LEVELS), default="none",
                    help="generated-view imperfections of the input orbit (default none)")
+    p.add_argument("--rgb", action="store_true",
+                   help="input frames RGB on white (masks from the background colour, as raw SV3D frames) "
+                        "instead of RGBA")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated ablation rows (default all: {','.join(VARIANTS)})")
     p.add_argument("--sds-model", default="", metavar="MODEL",
@@ -527,7 +537,8 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Path]:
     if unknown or not variants:
         raise ConfigError(f"--variants: {','.join(unknown) or 'empty'} (choose from {', '.join(VARIANTS)})")
     settings = BenchSettings(preset=args.preset, overrides=list(args.overrides), size=args.size,
-                             realism=args.realism, variants=variants, seed=args.seed, sds_model=args.sds_model)
+                             realism=args.realism, rgb=args.rgb, variants=variants, seed=args.seed,
+                             sds_model=args.sds_model)
     settings.pipeline_config()  # a bad preset or override fails here, before any work
     objects = discover_objects(list(args.sources), args.count, args.seed)
     log.info("benchmark: %d objects (%s), key %s", len(objects), ", ".join(o.name for o in objects), settings.key())
