@@ -178,3 +178,20 @@ def test_every_offline_name_resolves_without_downloads(tmp_path: Path):
     assert object_mesh("demo", tmp_path).is_file()
     for name in ANALYTIC:
         assert object_mesh(name, tmp_path).is_file()
+
+
+def test_rgb_orbits_take_their_masks_from_the_background(tmp_path: Path):
+    """``--rgb``: the input frames are RGB on white (raw SV3D frames), so masks come from the background
+    colour; the results get their own key and orbit folder, and the RGBA runs keep theirs."""
+    from PIL import Image
+
+    obj = BenchObject("sphere", _scene_mesh("sphere", tmp_path / "src" / "sphere.ply"))
+    rgba = BenchSettings(preset="tiny", overrides=TINY, size=48, realism="mild", variants=("visual-hull",),
+                         heldout_views=4, samples=5_000)
+    rgb = BenchSettings(**{**rgba.__dict__, "rgb": True})
+    assert rgb.key() != rgba.key()
+    (result,) = run_all([obj], rgb, tmp_path / "out")
+    orbit_dir = tmp_path / "out" / "objects" / "sphere" / "orbit_48_mild_0_rgb"
+    frames = sorted(orbit_dir.glob("*.png"))
+    assert len(frames) == 21 and Image.open(frames[0]).mode == "RGB"
+    assert result["variants"]["visual-hull"]["iou"] > 0.5
