@@ -130,18 +130,26 @@ def _outline_offset_px(mask: np.ndarray, coverage: np.ndarray) -> float:
     return float((mask.sum() - coverage.sum()) / perimeter)
 
 
+def _two_colour_disk(light_part: bool, n: int = 96, ss: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """An [n, n, 3] disk on white in two colours split by a texture edge that meets its outline (and, with
+    ``light_part``, a part within 0.15 of white below row 75), antialiased by ss x ss supersampling, and
+    its true [n, n] coverage."""
+    yy, xx = (np.mgrid[: n * ss, : n * ss] + 0.5) / ss
+    inside = np.hypot(yy - 48.3, xx - 47.6) < 35.2
+    colour = np.where((xx < 52.1)[..., None], [0.2, 0.35, 0.8], [0.9, 0.5, 0.1])
+    if light_part:
+        colour = np.where((yy > 75.0)[..., None], [0.95, 0.93, 0.9], colour)
+    fine = np.where(inside[..., None], colour, 1.0)
+    img = fine.reshape(n, ss, n, ss, 3).mean((1, 3)).astype(np.float32)
+    return img, inside.reshape(n, ss, n, ss).mean((1, 3))
+
+
 def test_soft_outline_sits_on_the_coverage_of_a_textured_disk():
     """A disk in two colours (split by a texture edge that meets its outline) and with a light part, on
     white, antialiased by 8x8 supersampling: the binary mask stands a third of a pixel outside; the soft
     outline within a few hundredths, and the light part, too close to white to estimate, stays binary."""
-    n, ss = 96, 8
-    yy, xx = (np.mgrid[: n * ss, : n * ss] + 0.5) / ss
-    inside = np.hypot(yy - 48.3, xx - 47.6) < 35.2
-    colour = np.where((xx < 52.1)[..., None], [0.2, 0.35, 0.8], [0.9, 0.5, 0.1])
-    colour = np.where((yy > 75.0)[..., None], [0.95, 0.93, 0.9], colour)  # within 0.15 of white
-    fine = np.where(inside[..., None], colour, 1.0)
-    img = fine.reshape(n, ss, n, ss, 3).mean((1, 3)).astype(np.float32)
-    coverage = inside.reshape(n, ss, n, ss).mean((1, 3))
+    img, coverage = _two_colour_disk(light_part=True)
+    n = img.shape[0]
     white = np.ones(3, dtype=np.float32)
     binary = mask_from_background(img, white, DataConfig(soft_outline=False))
     soft = mask_from_background(img, white, DataConfig())
@@ -160,12 +168,7 @@ def test_blurred_outline_widens_only_for_a_blurred_frame():
     sharp frame the outline stays one pixel (the same mask as ``outline_coverage``); on the blurred ones
     the binary mask stands 0.9-1.6 px outside the object and a one-pixel ring of estimates leaves
     0.25-1.0 px of that, the widening ring under 0.2 px."""
-    n, ss = 96, 8
-    yy, xx = (np.mgrid[: n * ss, : n * ss] + 0.5) / ss
-    inside = np.hypot(yy - 48.3, xx - 47.6) < 35.2
-    colour = np.where((xx < 52.1)[..., None], [0.2, 0.35, 0.8], [0.9, 0.5, 0.1])
-    sharp = np.where(inside[..., None], colour, 1.0).reshape(n, ss, n, ss, 3).mean((1, 3)).astype(np.float32)
-    coverage = inside.reshape(n, ss, n, ss).mean((1, 3))
+    sharp, coverage = _two_colour_disk(light_part=False)
     white = np.ones(3, dtype=np.float32)
     mask = mask_from_background(sharp, white, DataConfig(soft_outline=False)) > 0.5
     np.testing.assert_array_equal(blurred_outline_coverage(sharp, white, mask),
