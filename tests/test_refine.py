@@ -527,6 +527,25 @@ def test_sign_cleanup_keeps_clean_surfaces_and_thin_parts():
     assert _genus(_lattice_mesh(torus_only)) == 1
 
 
+def test_sign_cleanup_fills_a_pinhole_in_a_thin_part_without_eroding_it():
+    """A thin part is protected from erosion, not from filling: a pinhole through a sheet one vertex thick
+    (a spurious handle where the sheet is the only surface, like the bunny's ear) closes, and the sheet's
+    own vertices and edges stay."""
+    from recon.refine.train import clean_sign_speckles
+
+    n = 41
+    sheet = np.full((n, n, n), -1.0)
+    sheet[5:35, 5:35, 20] = 0.5
+    holed = sheet.copy()
+    holed[20, 20, 20] = -0.4
+    assert _genus(_lattice_mesh(holed)) == 1
+    cleaned, count = clean_sign_speckles(holed)
+    assert count == 1 and cleaned[20, 20, 20] > 0
+    np.testing.assert_array_equal(np.delete(cleaned.reshape(-1), 20 * n * n + 20 * n + 20),
+                                  np.delete(holed.reshape(-1), 20 * n * n + 20 * n + 20))
+    assert _genus(_lattice_mesh(cleaned)) == 0
+
+
 def test_grouped_illumination_loss_keeps_a_texture_of_another_colour_out_of_the_light():
     """A darker material on every pixel of some normals (a red cap on the part that faces the light) bends
     a light fitted to the luminance under l2 and l1 alike; compared within chromaticity groups, each

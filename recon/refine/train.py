@@ -490,7 +490,9 @@ def clean_sign_speckles(sdf: np.ndarray, max_passes: int = 20, min_thin_part: in
     there lies where they put it. Any surface of a part at least two vertices thick keeps its vertices
     (three or more neighbours on their own side), but parts one vertex thick would erode from their
     edges, so inside parts thinner than 4 cells (``thin_inside``) of at least ``min_thin_part`` vertices,
-    and the vertices within 2 of them, are left as they are: speckles are cleaned on bulky surfaces only.
+    and the vertices within 2 of them, never join the outside. Outside vertices there still join the
+    inside: a pinhole through a thin part (4 of its 6 neighbours inside) is a spurious handle, and filling
+    it cannot erode the part (the benchmark bunny's ear, default preset: genus 1 -> 0, 11 vertices).
     """
     shape = sdf.shape
     offsets = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
@@ -510,7 +512,7 @@ def clean_sign_speckles(sdf: np.ndarray, max_passes: int = 20, min_thin_part: in
         inside = out > 0
         side_in = neighbours > 0
         n_in = side_in.sum(0)
-        flip = np.where(inside, n_in <= 2, n_in >= 4) & ~protect
+        flip = np.where(inside, (n_in <= 2) & ~protect, n_in >= 4)
         if not flip.any():
             break
         mean_in = np.where(side_in, neighbours, 0).sum(0) / np.maximum(n_in, 1)
