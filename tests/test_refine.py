@@ -546,6 +546,84 @@ def test_sign_cleanup_fills_a_pinhole_in_a_thin_part_without_eroding_it():
     assert _genus(_lattice_mesh(cleaned)) == 0
 
 
+def _blocks_joined_by_two_diagonal_strands(gap: int) -> np.ndarray:
+    """Two blocks joined by two strands one vertex thick that climb along the (0, 1, 1) diagonal, ``gap``
+    vertices apart in x: a loop (genus 1) that only the tetrahedra's diagonals connect, as on the
+    benchmark cow's legs."""
+    n = 31
+    sdf = np.full((n, n, n), -0.5)
+    sdf[4:26, 3:9, 4:26] = 0.5
+    sdf[4:26, 17:23, 4:26] = 0.5
+    for t in range(9):
+        for x in (10, 10 + gap + 1):
+            sdf[x, 8 + t, 10 + t] = 0.5
+    return sdf
+
+
+def test_tunnel_closing_fills_the_small_loops_the_speckle_rule_misses():
+    from recon.refine.train import clean_sign_speckles, close_small_tunnels
+
+    strands = _blocks_joined_by_two_diagonal_strands(1)
+    assert _genus(_lattice_mesh(strands)) == 1
+    closed, count = close_small_tunnels(strands, 2)
+    changed = closed != strands
+    assert count == changed.sum() > 0
+    assert (closed[changed] > 0).all()  # only fills
+    assert set(np.unique(np.argwhere(changed)[:, 0])) <= {10, 11, 12}  # between the strands
+    after = _lattice_mesh(closed)
+    assert after.is_watertight and _genus(after) == 0 and len(after.split(only_watertight=False)) == 1
+    assert close_small_tunnels(closed, 2)[1] == 0
+
+    n = 41
+    sheet = np.full((n, n, n), -1.0)
+    sheet[5:35, 5:35, 20] = 0.5
+    pinhole = sheet.copy()
+    pinhole[19:21, 19:21, 20] = -0.5  # 2 x 2: each has only 2 of 6 neighbours inside
+    assert _genus(_lattice_mesh(pinhole)) == 1 and clean_sign_speckles(pinhole)[1] == 0
+    closed, count = close_small_tunnels(pinhole, 2)
+    assert count == 4 and (closed[19:21, 19:21, 20] > 0).all() and _genus(_lattice_mesh(closed)) == 0
+
+
+def test_tunnel_closing_keeps_wide_holes_separate_parts_and_concavities():
+    from recon.refine.train import close_small_tunnels
+
+    # Strands 6 vertices apart: a hole wider than a closing of 2 cells reaches.
+    strands = _blocks_joined_by_two_diagonal_strands(6)
+    assert close_small_tunnels(strands, 2)[1] == 0
+    n = 41
+    ijk = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).astype(float) - 20
+    ring = np.sqrt(ijk[..., 0] ** 2 + ijk[..., 1] ** 2) - 10
+    torus = 3.3 - np.sqrt(ring**2 + ijk[..., 2] ** 2)
+    assert close_small_tunnels(torus, 2)[1] == 0
+    sheet = np.full((n, n, n), -1.0)
+    sheet[5:35, 5:35, 20] = 0.5
+    sheet[17:24, 17:24, 20] = -0.5  # a 7 x 7 hole stays
+    assert close_small_tunnels(sheet, 2)[1] == 0
+    # Two blocks 2 vertices apart: filling the gap would join them, not close a tunnel.
+    blocks = np.full((n, n, n), -0.5)
+    blocks[5:18, 5:35, 5:35] = 0.5
+    blocks[20:33, 5:35, 5:35] = 0.5
+    assert close_small_tunnels(blocks, 2)[1] == 0
+    # A U-shaped notch 2 vertices wide in a block: a concavity, not a tunnel.
+    notched = np.full((n, n, n), -0.5)
+    notched[5:35, 5:35, 5:35] = 0.5
+    notched[19:21, 5:35, 25:35] = -0.5
+    assert close_small_tunnels(notched, 2)[1] == 0
+    # A pocket with a mouth one vertex wide: sealing it would make a cavity, not close a tunnel.
+    pocket = np.full((n, n, n), -0.5)
+    pocket[5:35, 5:35, 5:35] = 0.5
+    pocket[15:25, 15:25, 15:25] = -0.5
+    pocket[20, 20, 25:35] = -0.5
+    assert close_small_tunnels(pocket, 2)[1] == 0
+    # Vertices marked frozen (below the floor) never join.
+    pinhole = np.full((n, n, n), -1.0)
+    pinhole[5:35, 5:35, 20] = 0.5
+    pinhole[19:21, 19:21, 20] = -0.5
+    frozen = np.zeros_like(pinhole, dtype=bool)
+    frozen[19:21, 19:21, 20] = True
+    assert close_small_tunnels(pinhole, 2, frozen)[1] == 0
+
+
 def test_grouped_illumination_loss_keeps_a_texture_of_another_colour_out_of_the_light():
     """A darker material on every pixel of some normals (a red cap on the part that faces the light) bends
     a light fitted to the luminance under l2 and l1 alike; compared within chromaticity groups, each

@@ -9,7 +9,14 @@ import pytest
 import torch
 import trimesh
 
-from recon.geometry.tets import cell_tets, lattice_vertices, marching_tetrahedra, narrow_band, tet_grid
+from recon.geometry.tets import (
+    cell_tets,
+    kuhn_euler_characteristic,
+    lattice_vertices,
+    marching_tetrahedra,
+    narrow_band,
+    tet_grid,
+)
 
 
 def _volumes(verts: torch.Tensor, tets: torch.Tensor) -> torch.Tensor:
@@ -158,3 +165,27 @@ def test_gradients_match_finite_differences():
 
     assert torch.autograd.gradcheck(f, (verts.clone().requires_grad_(), sdf.clone().requires_grad_()),
                                     eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kuhn_euler_characteristic_is_half_the_surfaces(seed):
+    """On random inside sets (speckled, with handles, cavities and several parts) the count of Kuhn
+    simplices equals half the Euler characteristic of the surface marching tetrahedra extracts, i.e. it
+    sees the same tunnels and bridges as the extraction, diagonal contacts included."""
+    rng = np.random.default_rng(seed)
+    n = 18
+    values = rng.normal(size=(n, n, n)) + (0.6 if seed % 2 else -0.3)
+    values[[0, -1]] = values[:, [0, -1]] = values[:, :, [0, -1]] = -1.0  # closed surfaces
+    values[np.abs(values) < 1e-3] = 0.01  # no crossings on vertices
+    inside = values > 0
+    lattice = lattice_vertices(n - 1, 1.0)
+    sdf = torch.from_numpy(values.astype(np.float32))
+    band = narrow_band(sdf, 1)
+    verts, faces, _ = band.extract(lattice[band.verts], sdf.reshape(-1)[band.verts])
+    surface = trimesh.Trimesh(verts.numpy(), faces.numpy(), process=True)
+    assert surface.is_watertight
+    chi = kuhn_euler_characteristic(inside)
+    assert 2 * chi == surface.euler_number
+    assert chi != int(inside.sum())  # not just a point count: the sets are connected in places
+    assert kuhn_euler_characteristic(np.ones((3, 4, 5), bool)) == 1  # a box, touching the array's faces
+

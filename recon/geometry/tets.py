@@ -320,6 +320,62 @@ def surface_cells(sdf_grid: Tensor) -> Tensor:
     return stack.any(0) & ~stack.all(0)
 
 
+def _kuhn_simplex_chains() -> list[tuple[int, ...]]:
+    """Every simplex of the Kuhn triangulation, up to translation, as the corner codes (bit 0: +x, bit 1: +y,
+    bit 2: +z) of its vertices from its lowest corner: the strictly growing chains of bit sets from 0 (a
+    Kuhn tetrahedron is such a chain, 0 < one bit < two bits < 7, and so is each of its faces). 1 vertex,
+    7 edges, 12 triangles and 6 tetrahedra."""
+    chains = []
+
+    def grow(chain: tuple[int, ...]) -> None:
+        chains.append(chain)
+        for code in range(8):
+            if code != chain[-1] and code & chain[-1] == chain[-1]:
+                grow((*chain, code))
+
+    grow((0,))
+    return chains
+
+
+_KUHN_CHAINS = _kuhn_simplex_chains()
+
+
+def kuhn_euler_characteristic(inside: np.ndarray) -> int:
+    """Euler characteristic of the solid that marching tetrahedra bounds on a lattice: the simplices of
+    the Kuhn triangulation whose vertices are all in ``inside`` [X, Y, Z] (bool), counted vertices - edges
+    + triangles - tetrahedra. Points outside the array count as outside.
+
+    It equals components - tunnels + cavities of the solid, and its surface's Euler characteristic is twice
+    it; so for one component without cavities, genus = 1 - this. Local: the change from adding or removing
+    points is the change inside their bounding box grown by one point.
+    """
+    vol = np.pad(np.asarray(inside, dtype=bool), ((0, 1), (0, 1), (0, 1)))
+    X, Y, Z = vol.shape
+    corners = [vol[c & 1:X - 1 + (c & 1), (c >> 1) & 1:Y - 1 + ((c >> 1) & 1), (c >> 2) & 1:Z - 1 + ((c >> 2) & 1)]
+               for c in range(8)]
+    total = 0
+    for chain in _KUHN_CHAINS:
+        present = corners[chain[0]]
+        for code in chain[1:]:
+            present = present & corners[code]
+        total += (-1) ** (len(chain) - 1) * int(np.count_nonzero(present))
+    return total
+
+
+def _kuhn_neighbours() -> np.ndarray:
+    element = np.zeros((3, 3, 3), dtype=bool)
+    element[1, 1, 1] = True
+    for code in range(1, 8):
+        dx, dy, dz = code & 1, (code >> 1) & 1, (code >> 2) & 1
+        element[1 + dx, 1 + dy, 1 + dz] = element[1 - dx, 1 - dy, 1 - dz] = True
+    return element
+
+
+KUHN_NEIGHBOURS = _kuhn_neighbours()
+"""3x3x3 structuring element of the lattice points that a Kuhn edge joins (the centre, +-x, +-y, +-z and +- each
+of (1,1,0), (1,0,1), (0,1,1), (1,1,1)): the connectivity that marching tetrahedra gives either side."""
+
+
 def _kuhn_edge_directions(n: int) -> Tensor:
     """The 7 lattice-index offsets an edge of a Kuhn tetrahedron can span (its endpoints a < b)."""
     return torch.tensor([dx * n * n + dy * n + dz for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)][1:])

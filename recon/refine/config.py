@@ -123,6 +123,8 @@ class RefineConfig:
     """Irradiance relative to its mean over the normals the orbit sees, or to its peak over all normals."""
     sign_cleanup: bool = True
     """Final mesh: lattice vertices on the other side from 4+ of their 6 neighbours join them (spurious handles)."""
+    tunnel_close_cells: int = 2
+    """Final mesh: tunnels up to about twice this many cells wide are filled where that lowers the genus (0: off)."""
     min_component_frac: float = 0.02
     """Final mesh: components with less area than this fraction of the largest are removed."""
     checkpoint_every: int = 100
