@@ -574,8 +574,8 @@ def close_small_tunnels(sdf: np.ndarray, reach: int, frozen: np.ndarray | None =
         return sdf.copy(), 0
     cavities = _enclosed_outside(grown) & ~_enclosed_outside(inside)
     if cavities.any():
-        sealing = np.unique(labels[ndimage.binary_dilation(cavities, structure=KUHN_NEIGHBOURS) & (labels > 0)])
-        chosen = [label for label in chosen if label not in set(sealing.tolist())]
+        sealing = set(np.unique(labels[ndimage.binary_dilation(cavities, structure=KUHN_NEIGHBOURS)]).tolist())
+        chosen = [label for label in chosen if label not in sealing]
     fill = np.isin(labels, chosen)
     if not fill.any() or kuhn_euler_characteristic(inside | fill) <= kuhn_euler_characteristic(inside):
         return sdf.copy(), 0
