@@ -196,25 +196,25 @@ class _Geometry(torch.nn.Module):
     def clean_sign_speckles(self) -> int:
         """Remove the sign speckles of the surface as the band sees it (``clean_sign_speckles``, on the SDF
         cut by the floor); returns how many lattice vertices changed side."""
-        n = self.resolution + 1
-        capped = self.capped_sdf().reshape(n, n, n).numpy()
-        cleaned, count = clean_sign_speckles(capped)
-        if count:
-            changed = torch.from_numpy((cleaned != capped).reshape(-1))
-            self.sdf[changed] = torch.from_numpy(cleaned.reshape(-1)[changed.numpy()]).to(self.sdf.dtype)
-        return count
+        return self._edit_capped_sdf(clean_sign_speckles)
 
     @torch.no_grad()
     def close_small_tunnels(self, reach: int) -> int:
         """Fill the tunnels that a closing of ``reach`` cells closes (``close_small_tunnels``, on the SDF cut by
         the floor; vertices at or below the floor stay cut); returns how many lattice vertices joined the inside."""
         n = self.resolution + 1
-        capped = self.capped_sdf().reshape(n, n, n).numpy()
         frozen = (self.above_floor <= 0).reshape(n, n, n).numpy()
-        filled, count = close_small_tunnels(capped, reach, frozen)
+        return self._edit_capped_sdf(lambda volume: close_small_tunnels(volume, reach, frozen))
+
+    def _edit_capped_sdf(self, edit: Callable[[np.ndarray], tuple[np.ndarray, int]]) -> int:
+        """Run ``edit`` (the SDF cut by the floor as an [R+1]^3 volume -> (edited volume, count)) and write the
+        lattice values it changed back into the SDF; returns its count."""
+        n = self.resolution + 1
+        capped = self.capped_sdf().reshape(n, n, n).numpy()
+        edited, count = edit(capped)
         if count:
-            changed = torch.from_numpy((filled != capped).reshape(-1))
-            self.sdf[changed] = torch.from_numpy(filled.reshape(-1)[changed.numpy()]).to(self.sdf.dtype)
+            changed = torch.from_numpy((edited != capped).reshape(-1))
+            self.sdf[changed] = torch.from_numpy(edited.reshape(-1)[changed.numpy()]).to(self.sdf.dtype)
         return count
 
     @torch.no_grad()
