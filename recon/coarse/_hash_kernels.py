@@ -5,8 +5,9 @@ Layout: ``u`` [P, 3] float32 points in [0, 1]^3; ``table`` [L, T, F] float32; ``
 ``direct`` [L] bool (the level's (res + 1)^3 grid fits the table and is indexed directly, else hashed);
 output [P, L * F], level-major. Corner c of a cell has offsets (c >> 2 & 1, c >> 1 & 1, c & 1).
 
-The forward and the gradient of the points are split over points; the gradient of the table over
-levels, so no two threads add into the same entry: no atomics, and a seeded run is repeatable.
+Both kernels are split over levels (``level_order``): a thread works through one level's table at a
+time, which stays in its cache, and no two threads add into the same gradient entry (no atomics: a seeded
+run is repeatable).
 """
 
 from __future__ import annotations
@@ -41,62 +42,86 @@ def _cell(u, p, res):
             px - np.float32(bx), py - np.float32(by), pz - np.float32(bz))
 
 
+def level_order(levels: int) -> np.ndarray:
+    """[L] int64: the levels in the order the kernels' parallel loops take them, alternating coarse and fine
+    (0, L-1, 1, L-2, ...). numba splits a parallel range into contiguous runs per thread; in plain order one
+    thread would get all the coarse levels, whose tables stay in cache, and the other all the fine, hashed
+    ones, whose lookups miss."""
+    order = np.empty(levels, np.int64)
+    lo, hi = 0, levels - 1
+    for k in range(levels):
+        if k % 2 == 0:
+            order[k] = lo
+            lo += 1
+        else:
+            order[k] = hi
+            hi -= 1
+    return order
+
+
 @njit(cache=True, parallel=True)
-def hash_forward_kernel(u, table, resolutions, direct, out):
+def hash_forward_kernel(u, table, resolutions, direct, order, out):
+    """out [P, L * F] = the encoding of the points ``u``; ``order`` from ``level_order``.
+
+    Level-major: each work item is one level over all points, so it reads one level's table (2^16 x 2
+    float32 = 512 kB, which stays in the core's cache) rather than all of them per point (6 MB, which does
+    not): the albedo's 16k points, cold cache, 22 -> 17 ms."""
     P = u.shape[0]
     L, T, F = table.shape
-    for p in prange(P):
-        for lvl in range(L):
-            res = resolutions[lvl]
+    for k in prange(L):
+        lvl = order[k]
+        res = resolutions[lvl]
+        d = direct[lvl]
+        for p in range(P):
             bx, by, bz, fx, fy, fz = _cell(u, p, res)
             for f in range(F):
                 out[p, lvl * F + f] = 0.0
             for c in range(8):
                 ox, oy, oz = c >> 2 & 1, c >> 1 & 1, c & 1
                 w = (fx if ox else 1 - fx) * (fy if oy else 1 - fy) * (fz if oz else 1 - fz)
-                h = _corner_index(bx + ox, by + oy, bz + oz, res, direct[lvl], T)
+                h = _corner_index(bx + ox, by + oy, bz + oz, res, d, T)
                 for f in range(F):
                     out[p, lvl * F + f] += w * table[lvl, h, f]
 
 
 @njit(cache=True, parallel=True)
-def hash_backward_table_kernel(u, grad_out, resolutions, direct, grad_table):
-    """grad_table [L, T, F] (zeroed by the caller) += the encoding's transpose applied to grad_out."""
-    P = u.shape[0]
-    L, T, F = grad_table.shape
-    for lvl in prange(L):
-        res = resolutions[lvl]
-        for p in range(P):
-            bx, by, bz, fx, fy, fz = _cell(u, p, res)
-            for c in range(8):
-                ox, oy, oz = c >> 2 & 1, c >> 1 & 1, c & 1
-                w = (fx if ox else 1 - fx) * (fy if oy else 1 - fy) * (fz if oz else 1 - fz)
-                h = _corner_index(bx + ox, by + oy, bz + oz, res, direct[lvl], T)
-                for f in range(F):
-                    grad_table[lvl, h, f] += w * grad_out[p, lvl * F + f]
+def hash_backward_kernel(u, table, grad_out, resolutions, direct, order, grad_table, grad_u_levels):
+    """The encoding's backward, level-major like ``hash_forward_kernel``, both gradients in one pass.
 
-
-@njit(cache=True, parallel=True)
-def hash_backward_points_kernel(u, table, grad_out, resolutions, direct, grad_u):
-    """grad_u [P, 3] = d(sum grad_out * out) / du through the trilinear weights (floor is flat)."""
+    grad_table [L, T, F] (zeroed by the caller; size 0 along T to skip it) += the encoding's transpose
+    applied to ``grad_out``; grad_u_levels [L, P, 3] float64 (size 0 along P to skip it) = each level's
+    part of d(sum grad_out * out) / du through the trilinear weights (floor is flat), to be summed over
+    levels in order. One thread owns a level, so no two threads add into the same entry: no atomics, and a
+    seeded run is repeatable. One pass for both gradients shares the corner lookups (cold cache, 16k
+    points: 50 -> 24 ms against a table pass and a point pass)."""
     P = u.shape[0]
     L, T, F = table.shape
-    for p in prange(P):
-        gx, gy, gz = 0.0, 0.0, 0.0
-        for lvl in range(L):
-            res = resolutions[lvl]
+    want_table = grad_table.shape[1] > 0
+    want_points = grad_u_levels.shape[1] > 0
+    for k in prange(L):
+        lvl = order[k]
+        res = resolutions[lvl]
+        d = direct[lvl]
+        for p in range(P):
             bx, by, bz, fx, fy, fz = _cell(u, p, res)
+            gx, gy, gz = 0.0, 0.0, 0.0
             for c in range(8):
                 ox, oy, oz = c >> 2 & 1, c >> 1 & 1, c & 1
                 wx, wy, wz = (fx if ox else 1 - fx), (fy if oy else 1 - fy), (fz if oz else 1 - fz)
-                h = _corner_index(bx + ox, by + oy, bz + oz, res, direct[lvl], T)
-                dot = 0.0
-                for f in range(F):
-                    dot += grad_out[p, lvl * F + f] * table[lvl, h, f]
-                sx, sy, sz = (1.0 if ox else -1.0), (1.0 if oy else -1.0), (1.0 if oz else -1.0)
-                gx += dot * res * sx * wy * wz
-                gy += dot * res * sy * wx * wz
-                gz += dot * res * sz * wx * wy
-        grad_u[p, 0] = gx
-        grad_u[p, 1] = gy
-        grad_u[p, 2] = gz
+                h = _corner_index(bx + ox, by + oy, bz + oz, res, d, T)
+                if want_table:
+                    w = wx * wy * wz
+                    for f in range(F):
+                        grad_table[lvl, h, f] += w * grad_out[p, lvl * F + f]
+                if want_points:
+                    dot = 0.0
+                    for f in range(F):
+                        dot += grad_out[p, lvl * F + f] * table[lvl, h, f]
+                    sx, sy, sz = (1.0 if ox else -1.0), (1.0 if oy else -1.0), (1.0 if oz else -1.0)
+                    gx += dot * res * sx * wy * wz
+                    gy += dot * res * sy * wx * wz
+                    gz += dot * res * sz * wx * wy
+            if want_points:
+                grad_u_levels[lvl, p, 0] = gx
+                grad_u_levels[lvl, p, 1] = gy
+                grad_u_levels[lvl, p, 2] = gz

@@ -139,28 +139,30 @@ class _HashEncode(torch.autograd.Function):
         L, T, F = table.shape
         res = np.asarray(resolutions, dtype=np.int64)
         direct = (res + 1) ** 3 <= T
+        order = kernels.level_order(L)
         u_np = u.detach().contiguous().numpy()
         out = np.empty((u_np.shape[0], L * F), dtype=np.float32)
-        kernels.hash_forward_kernel(u_np, table.detach().contiguous().numpy(), res, direct, out)
+        kernels.hash_forward_kernel(u_np, table.detach().contiguous().numpy(), res, direct, order, out)
         ctx.save_for_backward(u, table)
-        ctx.levels = (res, direct)
+        ctx.levels = (res, direct, order)
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         u, table = ctx.saved_tensors
-        res, direct = ctx.levels
+        res, direct, order = ctx.levels
+        L, T, F = table.shape
         u_np = u.detach().contiguous().numpy()
         g = grad_out.detach().contiguous().float().numpy()
-        grad_u = grad_table = None
-        if ctx.needs_input_grad[1]:
-            grad_table_np = np.zeros(tuple(table.shape), dtype=np.float32)
-            kernels.hash_backward_table_kernel(u_np, g, res, direct, grad_table_np)
-            grad_table = torch.from_numpy(grad_table_np)
-        if ctx.needs_input_grad[0]:
-            grad_u_np = np.empty_like(u_np)
-            kernels.hash_backward_points_kernel(u_np, table.detach().contiguous().numpy(), g, res, direct, grad_u_np)
-            grad_u = torch.from_numpy(grad_u_np)
+        want_u, want_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (want_u or want_table):
+            return None, None, None
+        grad_table_np = np.zeros((L, T if want_table else 0, F), dtype=np.float32)
+        grad_u_levels = np.empty((L, u_np.shape[0] if want_u else 0, 3), dtype=np.float64)
+        kernels.hash_backward_kernel(u_np, table.detach().contiguous().numpy(), g, res, direct, order,
+                                     grad_table_np, grad_u_levels)
+        grad_u = torch.from_numpy(grad_u_levels.sum(axis=0).astype(np.float32)) if want_u else None
+        grad_table = torch.from_numpy(grad_table_np) if want_table else None
         return grad_u, grad_table, None
 
 
