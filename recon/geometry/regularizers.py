@@ -1,7 +1,7 @@
 """Mesh and SDF regularisers of the refinement stage.
 
 Each is pure torch (device-agnostic, the ``*_reference`` functions); float32 CPU tensors take numba
-kernels (numpy for the sign regulariser) with hand-written backward passes instead, tested against the
+kernels with hand-written backward passes instead, tested against the
 torch code: the torch versions gather, scatter and allocate a face- or edge-sized temporary per operation.
 """
 
@@ -113,28 +113,10 @@ def laplacian_smoothing_reference(verts: Tensor, edges: Tensor) -> Tensor:
     return (lap**2).sum(-1).mean()
 
 
-def _sdf_sign_numpy(sdf: np.ndarray, edges: np.ndarray) -> tuple[float, np.ndarray]:
-    """(loss, gradient [N] float32) of the sign regulariser, vectorised in float32 numpy: its exp and log
-    are SIMD there, and the gradient is summed per vertex by ``bincount`` in a fixed order."""
-    a, b = edges[:, 0], edges[:, 1]
-    sa, sb = sdf[a], sdf[b]
-    cross = (sa > 0) != (sb > 0)
-    count = int(cross.sum())
-    if count == 0:
-        return 0.0, np.zeros_like(sdf)
-    index = np.concatenate([a[cross], b[cross]])
-    logit = np.concatenate([sa[cross], sb[cross]])
-    target = np.concatenate([sb[cross] > 0, sa[cross] > 0]).astype(np.float32)
-    decay = np.exp(-np.abs(logit))
-    loss = float((np.maximum(logit, 0) - logit * target + np.log1p(decay)).sum(dtype=np.float64)) / count
-    grad_logit = (np.where(logit >= 0, 1, decay) / (1 + decay) - target) / count
-    return loss, np.bincount(index, grad_logit, sdf.shape[0]).astype(np.float32)
-
-
 class _SdfSign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sdf: Tensor, edges: np.ndarray) -> Tensor:
-        loss, grad = _sdf_sign_numpy(numpy_of(sdf), edges)
+        loss, grad = kernels.sdf_sign_kernel(numpy_of(sdf), edges)
         ctx.grad = grad
         return sdf.new_tensor(loss)
 
