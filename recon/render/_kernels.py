@@ -61,6 +61,10 @@ def _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf, skip_back):
             x0, yy0 = scr[b, i0, 0], scr[b, i0, 1]
             x1, yy1 = scr[b, i1, 0], scr[b, i1, 1]
             x2, yy2 = scr[b, i2, 0], scr[b, i2, 1]
+            # The facing test first: it drops half of a closed surface's faces before the bounding box.
+            area = _edge(x0, yy0, x1, yy1, x2, yy2)
+            if area == 0.0 or not math.isfinite(area) or (skip_back and area > 0):
+                continue  # pixel y points down: a positive area is clockwise in NDC, facing away
             # Pixels whose centre (p + 0.5) lies inside the bounding box.
             ymin = max(int(math.ceil(min(yy0, yy1, yy2) - 0.5)), y0)
             ymax = min(int(math.floor(max(yy0, yy1, yy2) - 0.5)), y1 - 1)
@@ -70,9 +74,6 @@ def _raster_band(pos, scr, tri, H, W, b, y0, y1, rast, zbuf, skip_back):
             xmax = min(int(math.floor(max(x0, x1, x2) - 0.5)), W - 1)
             if xmin > xmax:
                 continue
-            area = _edge(x0, yy0, x1, yy1, x2, yy2)
-            if area == 0.0 or not math.isfinite(area) or (skip_back and area > 0):
-                continue  # pixel y points down: a positive area is clockwise in NDC, facing away
             s = 1.0 if area > 0 else -1.0
             inv_area = 1.0 / area
             zw0, zw1, zw2 = scr[b, i0, 2], scr[b, i1, 2], scr[b, i2, 2]
