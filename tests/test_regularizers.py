@@ -18,7 +18,7 @@ from recon.geometry.regularizers import (
     smooth_vertex_normals,
     smooth_vertex_normals_reference,
 )
-from recon.refine.train import binomial_blur
+from recon.refine.train import binomial_blur, blur_supports
 from recon.render import edge_topology
 from recon.render.views import vertex_normals, vertex_normals_reference
 
@@ -74,6 +74,17 @@ def test_gradient_blur_kernel_is_bit_identical_to_the_torch_code():
             ref = binomial_blur(box.clone().permute(3, 0, 1, 2).contiguous().permute(1, 2, 3, 0), passes)
             assert torch.equal(fast, ref), passes
             assert float(fast.abs().sum()) > float(box.abs().sum()) * 0.5
+    # A support given in advance (what the refinement passes: the band's vertices, a superset of the
+    # nonzero gradients) gives the same values as one found from the box, and an empty support is heeded
+    # (the kernel reads it, not the values).
+    box = torch.zeros(14, 12, 16, 3)
+    box[3:6, 4:9, 5:12] = torch.randn(3, 5, 7, 3, generator=gen)
+    superset = np.zeros((14, 12, 16), dtype=bool)
+    superset[2:8, 3:10, 4:14] = True
+    found = binomial_blur(box.clone(), 3)
+    given = binomial_blur(box.clone(), 3, blur_supports(superset, 3))
+    assert torch.equal(found, given)
+    assert torch.equal(binomial_blur(box.clone(), 3, blur_supports(np.zeros_like(superset), 3)), box)
     # A single spike spreads with the binomial weights (variance 1/2 per pass and axis).
     spike = torch.zeros(9, 9, 9, 1)
     spike[4, 4, 4] = 1

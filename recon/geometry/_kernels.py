@@ -237,10 +237,12 @@ chunk, not per item: a buffer per item cost more than the filtering)."""
 
 
 @njit(cache=True, parallel=True)
-def binomial_pass_kernel(volume, passes):
+def binomial_pass_kernel(volume, passes, support, per):
     """``passes`` in-place passes of the filter [1, 2, 1] / 4 along the third axis of ``volume``
     [outer1, outer2, n, inner] (float32, any strides: a view into a larger array works); the first and
-    last entries along that axis stay as they are.
+    last entries along that axis stay as they are. ``support`` [outer1, outer2, n, inner // per] (uint8,
+    any strides) is nonzero wherever ``volume`` may be: entry m of ``inner`` is covered by support entry
+    ``m // per`` (``per``: the channels of one lattice vertex where they are packed into ``inner``).
 
     Each pass computes ``0.5 x[i] + 0.25 (x[i-1] + x[i+1])`` from the previous pass's values, in the
     reference's operation order (bit-identical results). A work item filters ``_BLUR_LANES`` lines side by
@@ -249,9 +251,11 @@ def binomial_pass_kernel(volume, passes):
     channels).
 
     Zero runs are skipped: after ``passes`` passes a value reaches at most ``passes`` entries away, so the
-    lines are filtered only over their nonzero segments widened by ``passes + 1`` (the widened ends are
-    zeros that the reference leaves at zero too). The refinement's gradients are nonzero only on the band, a
-    thin shell of the lattice, which makes this several times cheaper than filtering the whole box.
+    lines are filtered only over the segments ``support`` marks, widened by ``passes + 1`` (the widened ends
+    are zeros that the reference leaves at zero too; a zero inside a segment is filtered as the reference
+    does, so any superset of the nonzero entries gives the same result). The refinement's gradients are
+    nonzero only on the band, a thin shell of the lattice, which makes this several times cheaper than
+    filtering the whole box; reading a byte per vertex to find the segments, not its values, halves the rest.
     """
     outer1, outer2, n, inner = volume.shape
     lanes = _BLUR_LANES
@@ -274,11 +278,12 @@ def binomial_pass_kernel(volume, passes):
             m0 = (item % blocks) * width
             w = min(width, inner - m0)
             first, last = -1, -1  # the current segment of nonzero entries (merged over short zero gaps)
+            s0, s1 = m0 // per, (m0 + w - 1) // per + 1
             for i in range(n):
                 nonzero = False
                 for g in range(lines):
-                    for m in range(m0, m0 + w):
-                        if volume[o1, y0 + g, i, m] != 0:
+                    for m in range(s0, s1):
+                        if support[o1, y0 + g, i, m] != 0:
                             nonzero = True
                             break
                     if nonzero:
