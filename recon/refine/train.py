@@ -730,6 +730,8 @@ def fit_refined(
     # The floor of a centred object moves with its top; the hidden base follows it (``hidden_base_fill``).
     fill_base = centred_object and cfg.base_fill_cells >= 1 and cfg.floor_margin >= 0
     coarse_depths = surface_depths(coarse.verts, coarse.faces, orbit.cameras) if fill_base else None
+    topo_faces: Tensor | None = None  # the faces ``topo`` was computed from
+    topo_reused = 0
     t0 = time.perf_counter()
     with StepProgress("refine", cfg.steps, start, enabled=progress) as bar:
         for step in range(start, cfg.steps):
@@ -751,8 +753,12 @@ def fit_refined(
             cams = lvl.cameras.subset(views)
             masks = lvl.masks[views]
             tri = faces.int()
-            # Computed, not looked up: the faces change every step, and the cache's key (a hash of them) costs.
-            topo = compute_edge_topology(tri.numpy())
+            # Computed, not looked up in the content-keyed cache (its hash costs); reused when the faces equal
+            # the last step's, as they do on most late steps, once the surface no longer changes sides.
+            if topo_faces is None or not torch.equal(topo_faces, tri):
+                topo, topo_faces = compute_edge_topology(tri.numpy()), tri
+            else:
+                topo_reused += 1
             clip = clip_positions(verts, cams)
             # A surface without boundary edges (the usual case: the band's surface is closed, the orbit's
             # cameras outside it) is rasterized without its back faces, which cannot be seen.
@@ -870,7 +876,7 @@ def fit_refined(
     metrics = {"loss": loss_val, "train_psnr": psnr_val, "seconds": seconds, "init_seconds": init_seconds,
                "steps": cfg.steps - start, "faces": int(mesh.faces.shape[0]), "verts": int(mesh.verts.shape[0]),
                "band_fraction": float(np.mean(band_fracs)) if band_fracs else 0.0, "sign_speckles": speckles,
-               "tunnel_fill": tunnels,
+               "tunnel_fill": tunnels, "topology_reused_steps": topo_reused,
                "light_amplitudes": [round(float(a), 4) for a in light.amplitudes.detach()]}
     log.info("refinement: %d steps in %.1f s, loss %.4f, train PSNR %.2f dB, %d faces", cfg.steps - start, seconds,
              loss_val, psnr_val, mesh.faces.shape[0])
