@@ -57,6 +57,19 @@ def test_refinement_is_deterministic_with_a_seed(sphere_orbit, tiny_cfg):
     assert torch.equal(a.mesh.verts, b.mesh.verts) and torch.equal(a.sdf, b.sdf)
 
 
+def test_edge_topology_is_reused_only_while_the_faces_stay_the_same(sphere_orbit, tiny_cfg):
+    from dataclasses import replace
+
+    # Frozen geometry: the faces never change, so every step after the first reuses the topology.
+    frozen = replace(tiny_cfg, steps=6, lr_sdf=0.0, lr_deform=0.0)
+    asset = fit_refined(frozen, sphere_orbit, _sphere_mesh(0.47), seed=0, progress=False)
+    assert asset.metrics["topology_reused_steps"] == 5
+    # A surface moving through the lattice changes its faces: the topology is recomputed.
+    moving = replace(tiny_cfg, steps=6, warmup_steps=0, lr_sdf=0.5)
+    asset = fit_refined(moving, sphere_orbit, _sphere_mesh(0.47), seed=0, progress=False)
+    assert asset.metrics["topology_reused_steps"] < 5
+
+
 def test_fitted_lobes_capped_below_their_start_are_refused(tiny_cfg, sphere_orbit):
     cfg = dataclasses.replace(tiny_cfg, sg_learn_lobes=True, sg_sharpness=12.0, sg_max_sharpness=8.0)
     with pytest.raises(ConfigError, match="sg_max_sharpness"):

@@ -193,7 +193,7 @@ def smooth_normals_kernel(normals, edges, iterations):
 
 _BLUR_LANES = 16
 """Entries filtered side by side per work item of ``binomial_pass_kernel`` (one 64-byte cache line of float32).
-A line is skipped where all of its lanes are zero, so fewer lanes skip more of a thin shell."""
+A segment is filtered where the support of any of its lanes is set, so fewer lanes skip more of a thin shell."""
 
 
 @njit(cache=True)
@@ -540,13 +540,13 @@ def sdf_sign_kernel(sdf, edges):
     grad = np.zeros(sdf.shape[0], np.float64)
     if count == 0:
         return 0.0, grad.astype(np.float32)
-    inv = np.float32(count)
+    count32 = np.float32(count)
     for e in range(E):
         if cross[e]:
-            grad[edges[e, 0]] += grad_a[e] / inv
+            grad[edges[e, 0]] += grad_a[e] / count32
     for e in range(E):
         if cross[e]:
-            grad[edges[e, 1]] += grad_b[e] / inv
+            grad[edges[e, 1]] += grad_b[e] / count32
     return loss / count, grad.astype(np.float32)
 
 

@@ -306,14 +306,11 @@ def binomial_blur(box: Tensor, passes: int, supports: tuple[np.ndarray, ...] | N
         # Views only (as_strided over the same memory): (z, c) merge into one packed axis of Z * C.
         rows = np.lib.stride_tricks.as_strided(volume, (1, Y, X, Z * C), (0, sy, sx, sc))
         cols = np.lib.stride_tricks.as_strided(volume, (X, 1, Y, Z * C), (sx, 0, sy, sc))
-        mx, my, mz = supports
-        kx, ky, _ = mx.strides
-        support_rows = np.lib.stride_tricks.as_strided(mx, (1, Y, X, Z), (0, ky, kx, 1))
-        kx, ky, _ = my.strides
-        support_cols = np.lib.stride_tricks.as_strided(my, (X, 1, Y, Z), (kx, 0, ky, 1))
-        binomial_pass_kernel(rows, passes, support_rows, C)
-        binomial_pass_kernel(cols, passes, support_cols, C)
-        binomial_pass_kernel(volume, passes, mz[..., None], C)
+        before_x, before_y, before_z = supports
+        # The supports laid out as the views above, with Z where they have Z * C.
+        binomial_pass_kernel(rows, passes, before_x.transpose(1, 0, 2)[None], C)
+        binomial_pass_kernel(cols, passes, before_y[:, None], C)
+        binomial_pass_kernel(volume, passes, before_z[..., None], C)
         return box
     for axis in range(3):
         for _ in range(passes):
