@@ -140,6 +140,44 @@ def test_regularizer_kernels_match_the_torch_code_in_value_and_gradient():
     assert value == 0.0 and torch.equal(grad, torch.zeros(400))
 
 
+def test_owner_split_scatters_do_not_depend_on_the_number_of_work_items():
+    """Each work item adds only into the rows it owns, in the serial loop's order: the gradients are the
+    same bit for bit with 1 item (serial) and any other count."""
+    from recon.geometry import _kernels as K
+
+    verts_t, faces_t = _open_bumpy_sphere()
+    verts, faces = verts_t.numpy(), faces_t.long().numpy()
+    topo = edge_topology(faces_t)
+    edges, edge_faces = topo.edges.astype(np.int64), topo.edge_faces.astype(np.int64)
+    rng = np.random.default_rng(0)
+    grad = rng.standard_normal(verts.shape).astype(np.float32)
+    cross, length = K.face_cross_kernel(verts, faces)
+    normals = K.unit_normals_kernel(cross, length)
+    _, count = K.normal_consistency_forward_kernel(normals, edge_faces)
+    _, lap, degree, lap_count = K.laplacian_forward_kernel(verts, edges)
+    sdf = rng.standard_normal(verts.shape[0]).astype(np.float32)
+    crossed = edges[(sdf[edges[:, 0]] > 0) != (sdf[edges[:, 1]] > 0)]
+    crossings = rng.standard_normal((crossed.shape[0], 3)).astype(np.float32)
+    grad_crossings = rng.standard_normal((crossed.shape[0], 3)).astype(np.float32)
+    order = np.arange(crossed.shape[0])
+
+    def outputs(items: int) -> list[np.ndarray]:
+        return [
+            K.vertex_normals_kernel(verts, faces, items),
+            K.vertex_normals_backward_kernel(verts, faces, grad, items),
+            K.normal_consistency_backward_kernel(verts, faces, normals, length, edge_faces, count, 0.3, items),
+            K.laplacian_backward_kernel(lap, degree, edges, lap_count, 0.3, items),
+            K.sdf_sign_kernel(sdf, crossed, items)[1],
+            *K.crossing_backward_kernel(verts, sdf, crossed, order, crossings, grad_crossings, items),
+        ]
+
+    serial = outputs(1)
+    assert all(float(np.abs(out).max()) > 0 for out in serial)
+    for items in (2, 3, 7):
+        for got, want in zip(outputs(items), serial, strict=True):
+            assert np.array_equal(got, want)
+
+
 def test_sign_regularizer_over_the_crossed_edges_equals_it_over_the_whole_band():
     from recon.config import load_config
     from recon.geometry.tets import lattice_vertices

@@ -315,7 +315,7 @@ def test_edge_topology_of_closed_mesh():
 def test_edge_topology_kernel_matches_the_reference():
     """The linear-time kernel gives the sorting reference's edges and faces exactly: shuffled faces, a
     boundary, and a non-manifold edge (three faces; slots keep the first two, in face order)."""
-    from recon.render.topology import compute_edge_topology, compute_edge_topology_reference
+    from recon.render.topology import _edge_topology_kernel, compute_edge_topology, compute_edge_topology_reference
 
     _, tri = _sphere(3)
     gen = torch.Generator().manual_seed(3)
@@ -325,6 +325,11 @@ def test_edge_topology_kernel_matches_the_reference():
         ref, fast = compute_edge_topology_reference(case), compute_edge_topology(case)
         assert np.array_equal(fast.edges, ref.edges) and fast.edges.dtype == ref.edges.dtype
         assert np.array_equal(fast.edge_faces, ref.edge_faces)
+        # Split by owner over any number of work items, the output stays the same.
+        n_vert = int(case.max()) + 1
+        for items in (1, 3, 7):
+            edges, edge_faces = _edge_topology_kernel(np.ascontiguousarray(case, dtype=np.int64), n_vert, items)
+            assert np.array_equal(edges, ref.edges) and np.array_equal(edge_faces, ref.edge_faces)
     assert (compute_edge_topology(tri).edge_faces == -1).any()
     assert compute_edge_topology(np.zeros((0, 3), np.int64)).edges.shape == (0, 2)
 

@@ -40,7 +40,7 @@ class _NormalConsistency(torch.autograd.Function):
         if count == 0:
             return torch.zeros_like(verts), None, None
         g = kernels.normal_consistency_backward_kernel(numpy_of(verts), faces, normals, length, edge_faces, count,
-                                                       float(grad))
+                                                       float(grad), kernels.owner_items())
         return torch.from_numpy(g), None, None
 
 
@@ -80,7 +80,8 @@ class _Laplacian(torch.autograd.Function):
         lap, degree, edges, count = ctx.state
         if count == 0:
             return torch.zeros(ctx.shape), None
-        return torch.from_numpy(kernels.laplacian_backward_kernel(lap, degree, edges, count, float(grad))), None
+        return torch.from_numpy(kernels.laplacian_backward_kernel(lap, degree, edges, count, float(grad),
+                                                                          kernels.owner_items())), None
 
 
 def laplacian_smoothing(verts: Tensor, edges: Tensor) -> Tensor:
@@ -116,7 +117,7 @@ def laplacian_smoothing_reference(verts: Tensor, edges: Tensor) -> Tensor:
 class _SdfSign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sdf: Tensor, edges: np.ndarray) -> Tensor:
-        loss, grad = kernels.sdf_sign_kernel(numpy_of(sdf), edges)
+        loss, grad = kernels.sdf_sign_kernel(numpy_of(sdf), edges, kernels.owner_items())
         ctx.grad = grad
         return sdf.new_tensor(loss)
 

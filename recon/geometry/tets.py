@@ -140,7 +140,7 @@ class _Crossings(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         p, s, edges, vert_edge, verts = ctx.state
         g_pos, g_sdf = kernels.crossing_backward_kernel(p, s, edges, vert_edge, verts,
-                                                        grad.float().contiguous().numpy())
+                                                        grad.float().contiguous().numpy(), kernels.owner_items())
         return torch.from_numpy(g_pos), torch.from_numpy(g_sdf), None, None
 
 

@@ -10,8 +10,9 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from torch import Tensor
 
 
@@ -29,35 +30,48 @@ class EdgeTopology:
 
 def compute_edge_topology(tri: np.ndarray) -> EdgeTopology:
     """Unique edges of ``tri`` [F, 3] and their adjacent faces, in linear time (a numba kernel; the same
-    output as ``compute_edge_topology_reference``; 37 -> 6.5 ms at 82k faces)."""
+    output as ``compute_edge_topology_reference``; 37 -> 6.5 ms at 82k faces serially, and split over the
+    cores by ranges of the edges' lower vertex)."""
     tri = np.ascontiguousarray(tri, dtype=np.int64)
     n_vert = int(tri.max()) + 1 if tri.shape[0] else 0
-    edges, edge_faces = _edge_topology_kernel(tri, n_vert)
+    edges, edge_faces = _edge_topology_kernel(tri, n_vert, numba.get_num_threads())
     return EdgeTopology(edges=edges, edge_faces=edge_faces)
 
 
-@njit(cache=True)
-def _edge_topology_kernel(tri: np.ndarray, n_vert: int) -> tuple[np.ndarray, np.ndarray]:
+@njit(cache=True, parallel=True)
+def _edge_topology_kernel(tri: np.ndarray, n_vert: int, items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Half-edges grouped by their lower endpoint (a counting sort), in face order within a group, each group
+    sorted by the upper endpoint, then one edge per distinct (lower, upper). Each of ``items`` work items owns
+    a range of lower endpoints and reads every face in order, so every group is filled in face order as in a
+    serial loop: the output does not depend on the thread count."""
     F = tri.shape[0]
-    # Half-edges grouped by their lower endpoint (a counting sort), in face order within a group.
     start = np.zeros(n_vert + 1, np.int64)
-    for f in range(F):
-        for s in range(3):
-            start[min(tri[f, s], tri[f, (s + 1) % 3]) + 1] += 1
+    for item in prange(items):
+        lo, hi = n_vert * item // items, n_vert * (item + 1) // items
+        for f in range(F):
+            for s in range(3):
+                low = min(tri[f, s], tri[f, (s + 1) % 3])
+                if lo <= low < hi:
+                    start[low + 1] += 1
     for v in range(n_vert):
         start[v + 1] += start[v]
-    fill = start[:-1].copy()
     upper = np.empty(3 * F, np.int64)
     face = np.empty(3 * F, np.int64)
-    for f in range(F):
-        for s in range(3):
-            a, b = tri[f, s], tri[f, (s + 1) % 3]
-            k = fill[min(a, b)]
-            upper[k], face[k] = max(a, b), f
-            fill[min(a, b)] = k + 1
+    fill = start[:-1].copy()
+    for item in prange(items):
+        lo, hi = n_vert * item // items, n_vert * (item + 1) // items
+        for f in range(F):
+            for s in range(3):
+                a, b = tri[f, s], tri[f, (s + 1) % 3]
+                low = min(a, b)
+                if lo <= low < hi:
+                    k = fill[low]
+                    upper[k], face[k] = max(a, b), f
+                    fill[low] = k + 1
     # A stable insertion sort of each group by the upper endpoint: a vertex has only a few edges, and
     # stability keeps the first face of an edge in slot 0, as the reference's stable argsort does.
-    for v in range(n_vert):
+    unique = np.zeros(n_vert, np.int64)
+    for v in prange(n_vert):
         for i in range(start[v] + 1, start[v + 1]):
             u, fc = upper[i], face[i]
             j = i - 1
@@ -65,19 +79,27 @@ def _edge_topology_kernel(tri: np.ndarray, n_vert: int) -> tuple[np.ndarray, np.
                 upper[j + 1], face[j + 1] = upper[j], face[j]
                 j -= 1
             upper[j + 1], face[j + 1] = u, fc
-    edges = np.empty((3 * F, 2), np.int32)
-    edge_faces = np.full((3 * F, 2), -1, np.int32)
+        for i in range(start[v], start[v + 1]):
+            if i == start[v] or upper[i] != upper[i - 1]:
+                unique[v] += 1
+    first_edge = np.empty(n_vert, np.int64)
     E = 0
     for v in range(n_vert):
+        first_edge[v] = E
+        E += unique[v]
+    edges = np.empty((E, 2), np.int32)
+    edge_faces = np.full((E, 2), -1, np.int32)
+    for v in prange(n_vert):
+        e = first_edge[v] - 1
         for i in range(start[v], start[v + 1]):
             if i > start[v] and upper[i] == upper[i - 1]:
-                if edge_faces[E - 1, 1] < 0:
-                    edge_faces[E - 1, 1] = face[i]
+                if edge_faces[e, 1] < 0:
+                    edge_faces[e, 1] = face[i]
                 continue
-            edges[E, 0], edges[E, 1] = v, upper[i]
-            edge_faces[E, 0] = face[i]
-            E += 1
-    return edges[:E].copy(), edge_faces[:E].copy()
+            e += 1
+            edges[e, 0], edges[e, 1] = v, upper[i]
+            edge_faces[e, 0] = face[i]
+    return edges, edge_faces
 
 
 def compute_edge_topology_reference(tri: np.ndarray) -> EdgeTopology:

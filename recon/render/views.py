@@ -22,9 +22,9 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
     if cpu_float32(verts, faces):
         if torch.is_grad_enabled() and verts.requires_grad:
             return _VertexNormals.apply(verts, faces)
-        from recon.geometry._kernels import vertex_normals_kernel
+        from recon.geometry._kernels import owner_items, vertex_normals_kernel
 
-        return torch.from_numpy(vertex_normals_kernel(numpy_of(verts), numpy_of(faces.long())))
+        return torch.from_numpy(vertex_normals_kernel(numpy_of(verts), numpy_of(faces.long()), owner_items()))
     return vertex_normals_reference(verts, faces)
 
 
@@ -33,18 +33,19 @@ class _VertexNormals(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, verts: Tensor, faces: Tensor) -> Tensor:
-        from recon.geometry._kernels import vertex_normals_kernel
+        from recon.geometry._kernels import owner_items, vertex_normals_kernel
 
         v, f = numpy_of(verts), numpy_of(faces.long())
         ctx.arrays = (v, f)
-        return torch.from_numpy(vertex_normals_kernel(v, f))
+        return torch.from_numpy(vertex_normals_kernel(v, f, owner_items()))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        from recon.geometry._kernels import vertex_normals_backward_kernel
+        from recon.geometry._kernels import owner_items, vertex_normals_backward_kernel
 
         v, f = ctx.arrays
-        return torch.from_numpy(vertex_normals_backward_kernel(v, f, grad.float().contiguous().numpy())), None
+        return torch.from_numpy(vertex_normals_backward_kernel(v, f, grad.float().contiguous().numpy(),
+                                                               owner_items())), None
 
 
 def face_area_normals(verts: Tensor, faces: Tensor) -> Tensor:
