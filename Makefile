@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# numba kernels compiled and cached now, not inside the first fit's stages (about a minute on 2 cores).
+	$(BIN)/orbitmesh warmup
 	touch $(STAMP)
 
 $(VALIDATOR):

@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     _common(p, config=False)
 
+    p = sub.add_parser("warmup", help="compile the numba kernels now (once per installation; `make setup` runs it), "
+                                      "so the first fit does not spend a minute compiling inside its stages")
+    _common(p, config=False)
+
     p = sub.add_parser("config", help="print the resolved configuration with every field's documentation")
     _common(p)
     return parser
@@ -401,6 +405,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from recon.warmup import compile_kernels
+
+    print("compiling the numba kernels (every stage once on a tiny orbit) ...", flush=True)
+    seconds = compile_kernels()
+    print(f"kernels compiled and cached in {seconds:.0f} s")
+    return 0
+
+
 COMMANDS = {
     "demo": cmd_demo,
     "fit": cmd_fit,
@@ -414,6 +427,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "bench": cmd_bench,
     "config": cmd_config,
+    "warmup": cmd_warmup,
 }
 
 

@@ -59,6 +59,18 @@ def test_demo_runs_every_stage_and_lists_outputs(capsys, tmp_path: Path):
         assert name.split("/")[-1] in printed
 
 
+def test_warmup_runs_every_stage_on_a_tiny_orbit(tmp_path: Path):
+    """``orbitmesh warmup`` (run by ``make setup``) goes through every stage, so every kernel a fit calls
+    is compiled and cached before the first fit."""
+    from recon.warmup import compile_kernels
+
+    seconds = compile_kernels(tmp_path)
+    for name in ("run/coarse.ply", "run/refined.ply", "run/asset.glb"):
+        assert (tmp_path / name).is_file(), name
+    assert seconds > 0
+    assert build_parser().parse_args(["warmup"]).command == "warmup"
+
+
 def test_convert_writes_transforms(capsys, sphere_dir: Path, tmp_path: Path):
     out = tmp_path / "conv"
     assert main(["convert", str(sphere_dir), "-o", str(out), "--alpha"]) == 0
