@@ -322,7 +322,7 @@ def owner_items() -> int:
 
 
 @njit(cache=True, inline="always")
-def _owned_rows(n, item, items):
+def owned_rows(n, item, items):
     """The rows ``[lo, hi)`` of ``n`` that work item ``item`` of ``items`` owns."""
     return n * item // items, n * (item + 1) // items
 
@@ -409,7 +409,7 @@ def normal_consistency_backward_kernel(verts, faces, normals, length, edge_faces
     g_normal = np.zeros((F, 3), np.float64)
     scale = -grad / count
     for item in prange(items):
-        lo, hi = _owned_rows(F, item, items)
+        lo, hi = owned_rows(F, item, items)
         for e in range(edge_faces.shape[0]):
             fa, fb = edge_faces[e, 0], edge_faces[e, 1]
             if fa < 0 or fb < 0:
@@ -436,7 +436,7 @@ def normal_consistency_backward_kernel(verts, faces, normals, length, edge_faces
         g_normal[f, 0], g_normal[f, 1], g_normal[f, 2] = gx, gy, gz
     out = np.zeros((V, 3), np.float64)
     for item in prange(items):
-        lo, hi = _owned_rows(V, item, items)
+        lo, hi = owned_rows(V, item, items)
         for f in range(F):
             i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
             if not _touches(i0, i1, i2, lo, hi):
@@ -483,7 +483,7 @@ def laplacian_backward_kernel(lap, degree, edges, count, grad, items):
     out = scale * lap
     V = lap.shape[0]
     for item in prange(items):
-        lo, hi = _owned_rows(V, item, items)
+        lo, hi = owned_rows(V, item, items)
         for e in range(edges.shape[0]):
             a, b = edges[e, 0], edges[e, 1]
             if lo <= a < hi:
@@ -502,7 +502,7 @@ def _vertex_normal_sums(verts, faces, items):
     V = verts.shape[0]
     total = np.zeros((V, 3), np.float64)
     for item in prange(items):
-        lo, hi = _owned_rows(V, item, items)
+        lo, hi = owned_rows(V, item, items)
         for f in range(faces.shape[0]):
             for k in range(3):
                 v = faces[f, k]
@@ -545,7 +545,7 @@ def vertex_normals_backward_kernel(verts, faces, grad_normals, items):
                 grad_total[v, c] = grad_normals[v, c] / _NORMAL_EPS
     out = np.zeros((V, 3), np.float64)
     for item in prange(items):
-        lo, hi = _owned_rows(V, item, items)
+        lo, hi = owned_rows(V, item, items)
         for f in range(faces.shape[0]):
             i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
             if not _touches(i0, i1, i2, lo, hi):
@@ -600,7 +600,7 @@ def sdf_sign_kernel(sdf, edges, items):
         return 0.0, grad.astype(np.float32)
     count32 = np.float32(count)
     for item in prange(items):
-        lo, hi = _owned_rows(sdf.shape[0], item, items)
+        lo, hi = owned_rows(sdf.shape[0], item, items)
         for e in range(E):
             if cross[e] and lo <= edges[e, 0] < hi:
                 grad[edges[e, 0]] += grad_a[e] / count32
@@ -668,7 +668,7 @@ def crossing_backward_kernel(positions, sdf, edges, vert_edge, verts, grad_verts
     g_pos = np.zeros(positions.shape, np.float32)
     g_sdf = np.zeros(sdf.shape[0], np.float32)
     for item in prange(items):
-        lo, hi = _owned_rows(sdf.shape[0], item, items)
+        lo, hi = owned_rows(sdf.shape[0], item, items)
         for k in range(vert_edge.shape[0]):
             a, b = edges[vert_edge[k], 0], edges[vert_edge[k], 1]
             own_a, own_b = lo <= a < hi, lo <= b < hi

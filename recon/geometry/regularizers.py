@@ -80,8 +80,8 @@ class _Laplacian(torch.autograd.Function):
         lap, degree, edges, count = ctx.state
         if count == 0:
             return torch.zeros(ctx.shape), None
-        return torch.from_numpy(kernels.laplacian_backward_kernel(lap, degree, edges, count, float(grad),
-                                                                          kernels.owner_items())), None
+        g = kernels.laplacian_backward_kernel(lap, degree, edges, count, float(grad), kernels.owner_items())
+        return torch.from_numpy(g), None
 
 
 def laplacian_smoothing(verts: Tensor, edges: Tensor) -> Tensor:

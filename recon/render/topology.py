@@ -10,10 +10,11 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from numba import njit, prange
 from torch import Tensor
+
+from recon.geometry._kernels import owned_rows, owner_items
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,21 @@ def compute_edge_topology(tri: np.ndarray) -> EdgeTopology:
     cores by ranges of the edges' lower vertex)."""
     tri = np.ascontiguousarray(tri, dtype=np.int64)
     n_vert = int(tri.max()) + 1 if tri.shape[0] else 0
-    edges, edge_faces = _edge_topology_kernel(tri, n_vert, numba.get_num_threads())
+    edges, edge_faces = _edge_topology_kernel(tri, n_vert, owner_items())
     return EdgeTopology(edges=edges, edge_faces=edge_faces)
 
 
 @njit(cache=True, parallel=True)
 def _edge_topology_kernel(tri: np.ndarray, n_vert: int, items: int) -> tuple[np.ndarray, np.ndarray]:
     """Half-edges grouped by their lower endpoint (a counting sort), in face order within a group, each group
-    sorted by the upper endpoint, then one edge per distinct (lower, upper). Each of ``items`` work items owns
-    a range of lower endpoints and reads every face in order, so every group is filled in face order as in a
-    serial loop: the output does not depend on the thread count."""
+    sorted by the upper endpoint, then one edge per distinct (lower, upper). Split by owner as the mesh kernels'
+    scatters (``recon.geometry._kernels``): each of ``items`` work items owns a range of lower endpoints and
+    reads every face in order, so every group is filled in face order as in a serial loop, and the output does
+    not depend on the thread count."""
     F = tri.shape[0]
     start = np.zeros(n_vert + 1, np.int64)
     for item in prange(items):
-        lo, hi = n_vert * item // items, n_vert * (item + 1) // items
+        lo, hi = owned_rows(n_vert, item, items)
         for f in range(F):
             for s in range(3):
                 low = min(tri[f, s], tri[f, (s + 1) % 3])
@@ -59,7 +61,7 @@ def _edge_topology_kernel(tri: np.ndarray, n_vert: int, items: int) -> tuple[np.
     face = np.empty(3 * F, np.int64)
     fill = start[:-1].copy()
     for item in prange(items):
-        lo, hi = n_vert * item // items, n_vert * (item + 1) // items
+        lo, hi = owned_rows(n_vert, item, items)
         for f in range(F):
             for s in range(3):
                 a, b = tri[f, s], tri[f, (s + 1) % 3]
