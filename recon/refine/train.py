@@ -247,11 +247,16 @@ class _Geometry(torch.nn.Module):
         """(verts [V, 3], faces [F, 3], the band's sdf [Vb], the band edges the surface crosses [V, 2])."""
         pos, sdf = self.band_state()
         verts, faces, vert_edge = self.band.extract(pos, sdf)
-        if math.isfinite(self.floor):
-            # The SDF's cut puts the surface at the floor on the lattice; the deformation could still move it
-            # up to ``max_deform`` cells lower (the union's hidden bottom went 0.45 cell below).
-            verts = torch.cat([verts[:, :1], verts[:, 1:2].clamp(min=self.floor), verts[:, 2:]], dim=1)
-        return verts, faces, sdf, self.band.edges[vert_edge]
+        return self.above_floor_points(verts), faces, sdf, self.band.edges[vert_edge]
+
+    def above_floor_points(self, verts: Tensor) -> Tensor:
+        """``verts`` [V, 3] with heights below the floor raised to it (a new tensor; differentiable).
+
+        The SDF's cut puts the surface at the floor on the lattice; the deformation (or a later smoothing of
+        the mesh) could still move it lower (the union's hidden bottom went 0.45 cell below)."""
+        if not math.isfinite(self.floor):
+            return verts
+        return torch.cat([verts[:, :1], verts[:, 1:2].clamp(min=self.floor), verts[:, 2:]], dim=1)
 
 
 class _BandState(torch.autograd.Function):
@@ -898,8 +903,6 @@ def final_mesh(cfg: RefineConfig, geometry: _Geometry, albedo: AlbedoField) -> M
         # The steps leave cell-sized bumps that no loss removes (the median normal error grows from the
         # start's 4 to 6 degrees on the sphere); bilateral filtering takes them out and keeps the creases.
         edge_faces = torch.from_numpy(compute_edge_topology(faces.int().numpy()).edge_faces)
-        verts = bilateral_denoise(verts, faces, edge_faces, cfg.denoise_iterations, 2 * cfg.denoise_iterations,
-                                  cfg.denoise_sigma)
-        if math.isfinite(geometry.floor):
-            verts[:, 1].clamp_(min=geometry.floor)  # the floor holds as in ``extract``
+        verts = geometry.above_floor_points(bilateral_denoise(verts, faces, edge_faces, cfg.denoise_iterations,
+                                                              2 * cfg.denoise_iterations, cfg.denoise_sigma))
     return Mesh(verts, faces, albedo.query(verts))
