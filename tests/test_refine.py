@@ -737,3 +737,56 @@ def test_which_losses_move_the_geometry_through_the_shading_normals(
 def test_the_presets_let_shading_move_the_geometry():
     assert load_config("default").refine.shading_moves_geometry
     assert load_config("fast").refine.shading_moves_geometry
+
+
+def test_offset_grid_rows_interpolate_linear_fields_exactly():
+    from recon.refine.train import offset_grid_rows
+
+    resolution, step = 16, 4
+    n, m = resolution + 1, resolution // step + 1
+    verts = torch.arange(n ** 3)
+    rows, weights = offset_grid_rows(verts, resolution, step)
+    assert rows.shape == weights.shape == (n ** 3, 8)
+    assert int(rows.min()) >= 0 and int(rows.max()) < m ** 3
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(n ** 3))
+    # A field linear in the lattice indices, sampled at the coarse nodes, comes back exactly everywhere.
+    ii, jj, kk = torch.meshgrid(*(torch.arange(m, dtype=torch.float32) * step,) * 3, indexing="ij")
+    nodes = (0.5 * ii - 2.0 * jj + 0.25 * kk + 1.0).reshape(-1)
+    ijk = torch.stack([verts // (n * n), (verts // n) % n, verts % n], dim=-1).float()
+    expected = 0.5 * ijk[:, 0] - 2.0 * ijk[:, 1] + 0.25 * ijk[:, 2] + 1.0
+    torch.testing.assert_close((nodes[rows] * weights).sum(dim=1), expected, rtol=0, atol=1e-4)
+
+
+def test_coarse_phase_moves_the_sdf_by_a_smooth_offset_only(sphere_orbit, tiny_cfg):
+    """While the coarse offset grid learns, the lattice's own SDF values and the deformation do not: the
+    result differs from the start by the grid upsampled (exactly trilinear between its nodes), and the
+    baked field is the one the band saw."""
+    from recon.refine.train import _Geometry, initial_sdf
+
+    start = _sphere_mesh(0.46)  # the orbit shows a sphere of radius 0.5
+    # (No sign clean-up or tunnel closing after the steps: they edit single lattice values.)
+    cfg = dataclasses.replace(tiny_cfg, offset_grid_steps=tiny_cfg.steps, offset_grid_cells=4, lr_offset_grid=0.1,
+                              sign_cleanup=False, tunnel_close_cells=0)
+    asset = fit_refined(cfg, sphere_orbit, start, seed=0, progress=False)
+    assert abs(_mean_radius(asset.mesh) - 0.5) < 0.5 * abs(0.46 - 0.5)
+    assert float(asset.deform.abs().max()) == 0.0
+    n, m = cfg.grid + 1, cfg.grid // 4 + 1
+    grid = (asset.sdf - initial_sdf(cfg, start)).reshape(n, n, n)
+    nodes = grid[::4, ::4, ::4]
+    up = torch.nn.functional.interpolate(nodes.reshape(1, 1, m, m, m), size=(n, n, n), mode="trilinear",
+                                         align_corners=True).reshape(n, n, n)
+    # Near the surface (the start's SDF is clamped further out) and above the floor's cut.
+    y = torch.linspace(-cfg.bound, cfg.bound, n)[None, :, None].expand(n, n, n)
+    band = (initial_sdf(cfg, start).reshape(n, n, n).abs() < 3) & (y > -0.3)
+    torch.testing.assert_close(grid[band], up[band], rtol=0, atol=1e-4)
+    assert float(grid[band].abs().max()) > 0.1  # it did move
+
+    geometry = _Geometry(initial_sdf(cfg, start), cfg)
+    geometry.rebuild_band(1)
+    with torch.no_grad():
+        geometry.offset_grid.normal_()
+    _, before = geometry.band_state()
+    geometry.bake_offset_grid()
+    _, after = geometry.band_state()
+    torch.testing.assert_close(before, after, rtol=0, atol=1e-5)
+    assert float(geometry.offset_grid.detach().abs().max()) == 0.0

@@ -43,6 +43,12 @@ class RefineConfig:
     """Steps between re-derivations of the band as the surface moves."""
     init_smoothing: float = 1.0
     """Gaussian blur (sigma, in cells) of the coarse mesh's SDF before refinement starts (0: none)."""
+    offset_grid_steps: int = 150
+    """First steps in which the SDF moves only through a coarse offset grid, whole regions at once (0: none)."""
+    offset_grid_cells: int = 8
+    """Lattice cells per cell of that offset grid (trilinear; must divide ``grid``)."""
+    lr_offset_grid: float = 0.02
+    """Adam learning rate of the offset grid (in cells)."""
     max_deform: float = 0.45
     """Largest vertex displacement, as a fraction of a cell (tanh-bounded)."""
     floor_margin: float = 1.0
