@@ -61,7 +61,7 @@ def test_edge_topology_is_reused_only_while_the_faces_stay_the_same(sphere_orbit
     from dataclasses import replace
 
     # Frozen geometry: the faces never change, so every step after the first reuses the topology.
-    frozen = replace(tiny_cfg, steps=6, lr_sdf=0.0, lr_deform=0.0)
+    frozen = replace(tiny_cfg, steps=6, lr_sdf=0.0, lr_deform=0.0, offset_grid_steps=0)
     asset = fit_refined(frozen, sphere_orbit, _sphere_mesh(0.47), seed=0, progress=False)
     assert asset.metrics["topology_reused_steps"] == 5
     # A surface moving through the lattice changes its faces: the topology is recomputed.
