@@ -86,6 +86,14 @@ def test_negative_illumination_blur_is_refused():
     assert load_config("default", ["refine.illumination_blur=0.04"]).refine.illumination_blur == 0.04
 
 
+def test_an_offset_grid_that_does_not_divide_the_lattice_is_refused():
+    for override in ("refine.offset_grid_cells=7", "refine.offset_grid_cells=0"):
+        with pytest.raises(ConfigError, match="offset_grid_cells"):
+            load_config("default", [override])
+    # With the phase off the grid's size is not used.
+    assert load_config("default", ["refine.offset_grid_steps=0", "refine.offset_grid_cells=7"]).refine.grid == 128
+
+
 def test_bad_illumination_pair_settings_are_refused():
     for override, field in (("refine.illumination_pair_weight=-1", "illumination_pair_weight"),
                             ("refine.illumination_pair_tau=0", "illumination_pair_tau"),

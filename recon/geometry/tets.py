@@ -83,6 +83,13 @@ def lattice_vertices(resolution: int, bound: float = 0.6) -> Tensor:
     return torch.stack(torch.meshgrid(t, t, t, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
+def lattice_indices(verts: Tensor, resolution: int) -> Tensor:
+    """[V, 3] (i, j, k) lattice coordinates of the flat lattice vertex indices ``verts`` [V] (the order of
+    ``lattice_vertices``: i, the x index, varies slowest)."""
+    n = resolution + 1
+    return torch.stack([verts // (n * n), (verts // n) % n, verts % n], dim=-1)
+
+
 def cell_tets(cells: Tensor, resolution: int) -> Tensor:
     """[6 C, 4] int64 lattice-vertex indices of the Kuhn tetrahedra of the given cells [C] (cell-major)."""
     R = resolution

@@ -154,6 +154,9 @@ class RefineConfig:
         if not all(0 < o < 1 for o in self.illumination_pair_offsets) or not self.illumination_pair_offsets:
             raise ConfigError("refine.illumination_pair_offsets must be fractions of the image size in (0, 1), got "
                               f"{list(self.illumination_pair_offsets)}")
+        if self.offset_grid_steps > 0 and (self.offset_grid_cells < 1 or self.grid % self.offset_grid_cells):
+            raise ConfigError(f"refine.offset_grid_cells ({self.offset_grid_cells}) must divide refine.grid "
+                              f"({self.grid})")
         if self.denoise_iterations < 0 or not self.denoise_sigma > 0:
             raise ConfigError("refine.denoise_iterations must be 0 or more and refine.denoise_sigma positive, got "
                               f"{self.denoise_iterations} and {self.denoise_sigma}")

@@ -45,7 +45,14 @@ from recon.geometry.regularizers import (
     sdf_sign_regularizer,
     smooth_vertex_normals,
 )
-from recon.geometry.tets import KUHN_NEIGHBOURS, TetBand, kuhn_euler_characteristic, lattice_vertices, narrow_band
+from recon.geometry.tets import (
+    KUHN_NEIGHBOURS,
+    TetBand,
+    kuhn_euler_characteristic,
+    lattice_indices,
+    lattice_vertices,
+    narrow_band,
+)
 from recon.log import StepProgress
 from recon.ops import cpu_float32, numpy_of, phase_index, take_rows
 from recon.refine.config import RefineConfig
@@ -138,10 +145,7 @@ class _Geometry(torch.nn.Module):
         # and both seeds tried (README, "Offset-grid phase"): why is not settled.
         self.offset_step = cfg.offset_grid_cells
         self.offset_grid: torch.nn.Parameter | None = None
-        if cfg.offset_grid_steps > 0:
-            if cfg.offset_grid_cells < 1 or cfg.grid % cfg.offset_grid_cells:
-                raise ConfigError(f"refine.offset_grid_cells ({cfg.offset_grid_cells}) must divide refine.grid "
-                                  f"({cfg.grid})")
+        if cfg.offset_grid_steps > 0:  # (``RefineConfig`` checks that the grid's cells divide ``grid``)
             self.offset_grid = torch.nn.Parameter(torch.zeros((cfg.grid // cfg.offset_grid_cells + 1) ** 3))
         self._offset_rows: tuple[Tensor, Tensor] | None = None
         self.band: TetBand | None = None
@@ -200,14 +204,17 @@ class _Geometry(torch.nn.Module):
         self.sdf += up.reshape(-1)
         self.offset_grid.zero_()
 
+    def _band_offset(self) -> Tensor:
+        """[Vb] the offset grid interpolated at the band's vertices (cells; differentiable)."""
+        rows, weights = self._offset_rows
+        return (take_rows(self.offset_grid, rows) * weights).sum(dim=1)
+
     @torch.no_grad()
     def end_offset_phase(self) -> Tensor:
         """Bake the offset grid into ``sdf`` and drop it: from here on the lattice's own values learn.
         Returns the offset (cells, outward > 0) that the grid gave the band's vertices [Vb]."""
-        moved = self.offset_grid.new_zeros(0)
-        if self._offset_rows is not None:  # (none on a resume past the phase, before the first band)
-            rows, weights = self._offset_rows
-            moved = (self.offset_grid[rows] * weights).sum(dim=1)
+        # (No rows on a resume past the phase, before the first band.)
+        moved = self._band_offset() if self._offset_rows is not None else self.offset_grid.new_zeros(0)
         self.bake_offset_grid()
         self.offset_grid, self._offset_rows = None, None
         return moved
@@ -227,8 +234,7 @@ class _Geometry(torch.nn.Module):
         assert self.band is not None
         if self._blur_plan is None or self._blur_plan[0] is not self.band or self._blur_plan[1] != passes:
             # Once per band: its box and where the gradients can be nonzero (on the band's vertices only).
-            v = self.band.verts
-            idx = torch.stack([v // (n * n), (v // n) % n, v % n], dim=-1)
+            idx = lattice_indices(self.band.verts, self.resolution)
             lo = (idx.min(0).values - passes).clamp(min=0)
             hi = (idx.max(0).values + passes + 1).clamp(max=n)
             support = np.zeros(tuple((hi - lo).tolist()), dtype=np.uint8)
@@ -280,10 +286,8 @@ class _Geometry(torch.nn.Module):
         scale = self.max_deform * self.cell
         if self.offset_grid is not None:
             # Only the grid learns in its phase: the lattice's own values are read as constants.
-            rows, weights = self._offset_rows
-            offset = (take_rows(self.offset_grid, rows) * weights).sum(dim=1)
             pos = self.lattice[v] + scale * torch.tanh(self.deform.detach()[v])
-            return pos, with_floor(self.sdf.detach()[v] + offset, self.above_floor[v], 0.0)
+            return pos, with_floor(self.sdf.detach()[v] + self._band_offset(), self.above_floor[v], 0.0)
         if cpu_float32(self.sdf):
             return _BandState.apply(self.deform, self.sdf, self.lattice, self.above_floor, v, scale)
         pos = self.lattice[v] + scale * torch.tanh(take_rows(self.deform, v))
@@ -332,8 +336,8 @@ def offset_grid_rows(verts: Tensor, resolution: int, step: int) -> tuple[Tensor,
     """Trilinear interpolation from a grid with a node every ``step`` lattice cells (``resolution // step + 1``
     per axis, same corners) to the lattice vertices ``verts`` [V] (flat indices into the (R+1)^3 lattice):
     (node indices [V, 8], weights [V, 8])."""
-    n, m = resolution + 1, resolution // step + 1
-    ijk = torch.stack([verts // (n * n), (verts // n) % n, verts % n], dim=-1)
+    m = resolution // step + 1
+    ijk = lattice_indices(verts, resolution)
     base = (ijk // step).clamp(max=m - 2)
     frac = (ijk - base * step).float() / step
     rows, weights = [], []
