@@ -790,3 +790,22 @@ def test_coarse_phase_moves_the_sdf_by_a_smooth_offset_only(sphere_orbit, tiny_c
     _, after = geometry.band_state()
     torch.testing.assert_close(before, after, rtol=0, atol=1e-5)
     assert float(geometry.offset_grid.detach().abs().max()) == 0.0
+
+    # The motion reported at the phase's end is the whole phase's, although every band and checkpoint
+    # bakes the grid into the lattice along the way (a log once reported only the last band's part).
+    geometry = _Geometry(initial_sdf(cfg, start), cfg)
+    geometry.rebuild_band(1)
+    start_sdf = geometry.capped_sdf().clone()
+    for _ in range(3):
+        with torch.no_grad():
+            geometry.offset_grid.uniform_(0.0, 0.5)
+        geometry.capped_sdf()  # bakes, as each band and checkpoint does
+    with torch.no_grad():
+        geometry.offset_grid.uniform_(0.0, 0.5)
+    verts = geometry.band.verts
+    moved = geometry.end_offset_phase()
+    assert geometry.offset_grid is None
+    total = geometry.capped_sdf()[verts] - start_sdf[verts]
+    above = geometry.above_floor[verts] > 1  # the floor's cut clips the SDF below
+    torch.testing.assert_close(moved[above], total[above], rtol=0, atol=1e-4)
+    assert float(moved.mean()) > 0.5  # four bakes of 0.25 on average
