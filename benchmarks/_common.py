@@ -56,9 +56,13 @@ def _fmt(v: Any) -> str:
 
 
 def write_json(name: str, payload: dict[str, Any], path: Path | None = None) -> Path:
+    """Write ``payload`` atomically to ``path`` (a JSON file, or an existing folder that gets ``name``.json;
+    default ``benchmarks/results/name.json``); returns the file written."""
     from recon.io import write_json as atomic_json
 
     out = path or RESULTS_DIR / f"{name}.json"
+    if out.is_dir():  # a folder given as --out once cost a 20-minute run its JSON at the very end
+        out = out / f"{name}.json"
     return atomic_json(out, payload)
 
 

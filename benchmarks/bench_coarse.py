@@ -83,7 +83,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--perturb", action="store_true", help="generated-view imperfections (see module doc)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # run one object in this process
     args = parser.parse_args()
     if args.one:

@@ -152,7 +152,8 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=None, help="keep run folders here (reused on rerun)")
     parser.add_argument("--scaling-only", action="store_true", help="skip the reconstructed objects")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # one case in this process
     args = parser.parse_args()
     if args.one:

@@ -143,7 +143,8 @@ def main() -> int:
                         help="where the test light multiplies the colour (see above)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=None, help="keep run folders here (fits reused on rerun)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
     parser.add_argument("--step", nargs=2, default=None, help=argparse.SUPPRESS)  # NAME fit-lit|fit-unlit|score
     args = parser.parse_args()
     if args.step:

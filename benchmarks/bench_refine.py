@@ -107,7 +107,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep run folders here (coarse results reused)")
     parser.add_argument("--alpha", action="store_true",
                         help="RGBA orbits, masks from alpha (white objects: cow, airplane, soccerball)")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # run one object in this process
     args = parser.parse_args()
     if args.one:

@@ -86,7 +86,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="20k faces only")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # FACES,RES,VIEWS: one case, JSON out
     args = parser.parse_args()
     if args.case:
