@@ -142,7 +142,7 @@ class _Geometry(torch.nn.Module):
         # regions, so that a patch without a cue of its own (a checker square's inside, a blank face) follows
         # its neighbours instead of staying behind as a pit: on the six benchmark objects the surface comes
         # out 0.30-0.40 cell at the median over the phase (the coarse meshes lie 0.5-0.75 cell inside their
-        # masks), some regions in, and the refined normals end 0.3-1 degree better (README, "Offset-grid
+        # masks), some regions in, and the refined normals end 0.2-1.2 degrees better (README, "Offset-grid
         # phase"). A uniform shift fitted to the masks instead moved the union's blank box faces out too.
         self.offset_step = cfg.offset_grid_cells
         self.offset_grid: torch.nn.Parameter | None = None
