@@ -28,8 +28,9 @@ def configure_threads() -> int:
     # at the end of each parallel region, and the next region pays a wake-up (about 55 us on 2 cores)
     # for each of the thousand-odd torch ops and numba kernels of a refinement step. A short spin first
     # (about 0.2 ms at libgomp's rough 100k spins per ms) catches back-to-back regions and then sleeps:
-    # 100 default-preset refinement steps of the sphere took 28.8 and 30.4 s with passive alone, 26.2-26.5 s
-    # with a spin of 10k-50k (25.6-26.6 s fully active).
+    # 100 default-preset refinement steps of the sphere took 28.7-30.4 s with passive alone, 26.0-27.5 s
+    # with a spin of 10k-200k (25.6-26.6 s fully active); whole refinements, the bunny 10% and the sphere 5%
+    # less (README, "Threads, determinism, GPU").
     os.environ.setdefault("GOMP_SPINCOUNT", "20000")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, str(cores))
