@@ -26,12 +26,13 @@ def configure_threads() -> int:
     # torch and numba each load their own libgomp, so two thread pools share the cores; passive keeps the
     # idle pool's threads from spinning against the busy one. But passive alone puts every thread to sleep
     # at the end of each parallel region, and the next region pays a wake-up (about 55 us on 2 cores)
-    # for each of the thousand-odd torch ops and numba kernels of a refinement step. A short spin first
-    # (about 0.2 ms at libgomp's rough 100k spins per ms) catches back-to-back regions and then sleeps:
-    # 100 default-preset refinement steps of the sphere took 28.7-30.4 s with passive alone, 26.0-27.5 s
-    # with a spin of 10k-200k (25.6-26.6 s fully active); whole refinements, the bunny 10% and the sphere 5%
-    # less (README, "Threads, determinism, GPU").
-    os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+    # for each of the thousand-odd torch ops and numba kernels of a refinement step. A very short spin
+    # first (a few tens of us) catches back-to-back regions and then sleeps. 100 default-preset
+    # refinement steps of the sphere, alone on 2 cores: 28.7-30.4 s with passive alone, 26.4-28.0 s with
+    # 3k spins, 26.0-27.5 s with 10k-200k. Two fits sharing the 2 cores (each with 2 threads): 3k spins
+    # cost nothing (sphere 46.5 s against 44.6-46.9 s), 6k +10%, 20k +35-45%: longer spins steal the cores
+    # from the other process (README, "Threads, determinism, GPU").
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, str(cores))
     # Compiled numba kernels are cached next to the user's cache, not inside site-packages,
