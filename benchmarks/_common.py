@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 
 from recon.eval.resources import peak_memory
 
-__all__ = ["best_of", "machine_info", "peak_memory", "print_table", "run_isolated", "write_json"]
+__all__ = ["add_out_argument", "best_of", "machine_info", "peak_memory", "print_table", "run_isolated", "write_json"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -53,6 +54,12 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
     return "" if v is None else str(v)
+
+
+def add_out_argument(parser: argparse.ArgumentParser) -> None:
+    """The benchmarks' ``--out`` option, read by ``write_json``."""
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
 
 
 def write_json(name: str, payload: dict[str, Any], path: Path | None = None) -> Path:

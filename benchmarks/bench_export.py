@@ -34,7 +34,7 @@ from pathlib import Path
 import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
-from _common import machine_info, peak_memory, print_table, run_isolated, write_json
+from _common import add_out_argument, machine_info, peak_memory, print_table, run_isolated, write_json
 from _objects import object_orbit
 
 DEFAULT_OBJECTS = ["demo", "torus", "duck"]
@@ -152,8 +152,7 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=None, help="keep run folders here (reused on rerun)")
     parser.add_argument("--scaling-only", action="store_true", help="skip the reconstructed objects")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
+    add_out_argument(parser)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # one case in this process
     args = parser.parse_args()
     if args.one:

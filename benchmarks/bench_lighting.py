@@ -36,7 +36,7 @@ from pathlib import Path
 import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
-from _common import machine_info, print_table, run_isolated, write_json
+from _common import add_out_argument, machine_info, print_table, run_isolated, write_json
 from _objects import object_mesh
 
 NORMALS = "crease 30"
@@ -143,8 +143,7 @@ def main() -> int:
                         help="where the test light multiplies the colour (see above)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=None, help="keep run folders here (fits reused on rerun)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
+    add_out_argument(parser)
     parser.add_argument("--step", nargs=2, default=None, help=argparse.SUPPRESS)  # NAME fit-lit|fit-unlit|score
     args = parser.parse_args()
     if args.step:

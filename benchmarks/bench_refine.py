@@ -31,7 +31,7 @@ from pathlib import Path
 import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
-from _common import machine_info, peak_memory, print_table, run_isolated, write_json
+from _common import add_out_argument, machine_info, peak_memory, print_table, run_isolated, write_json
 from _objects import object_orbit
 
 DEFAULT_OBJECTS = ["sphere", "torus", "union", "demo", "duck", "bunny"]
@@ -107,8 +107,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep run folders here (coarse results reused)")
     parser.add_argument("--alpha", action="store_true",
                         help="RGBA orbits, masks from alpha (white objects: cow, airplane, soccerball)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
+    add_out_argument(parser)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # run one object in this process
     args = parser.parse_args()
     if args.one:

@@ -15,7 +15,6 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 # isort: off
 import recon  # noqa: F401  (sets thread counts and OMP_WAIT_POLICY before torch and numba load)
@@ -23,7 +22,7 @@ import torch
 import trimesh
 # isort: on
 
-from _common import best_of, machine_info, peak_memory, print_table, write_json
+from _common import add_out_argument, best_of, machine_info, peak_memory, print_table, write_json
 
 from recon.data.cameras import orbit_cameras, sv3d_azimuths
 from recon.render import antialias, edge_topology, interpolate, rasterize
@@ -86,8 +85,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="20k faces only")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file, or a folder for its default name (default benchmarks/results/)")
+    add_out_argument(parser)
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # FACES,RES,VIEWS: one case, JSON out
     args = parser.parse_args()
     if args.case:
