@@ -43,8 +43,24 @@ def fill_cavities(volume: np.ndarray, level: float) -> np.ndarray:
     return out
 
 
+def close_at_border(volume: np.ndarray, level: float) -> np.ndarray:
+    """``volume`` with its border voxels that are inside (above ``level``) moved outside, mirrored across the
+    level from their inward neighbours: marching cubes then bounds a closed surface that crosses the border
+    cells halfway. Only an inside that reaches the border changes (an object the views crop: its hull runs
+    out of the grid); without this the mesh is open there."""
+    out = volume.copy()
+    for axis in range(3):
+        for border, inner in ((0, 1), (-1, -2)):
+            b = [slice(None)] * 3
+            i = [slice(None)] * 3
+            b[axis], i[axis] = border, inner
+            mirrored = level - np.maximum(np.abs(out[tuple(i)] - level), 1e-6)
+            out[tuple(b)] = np.where(out[tuple(b)] > level, mirrored, out[tuple(b)])
+    return out
+
+
 def _marching_cubes(volume: np.ndarray, level: float, bound: float) -> tuple[np.ndarray, np.ndarray]:
-    volume = fill_cavities(volume, level)
+    volume = close_at_border(fill_cavities(volume, level), level)
     verts, faces = mcubes.marching_cubes(volume, level)
     if len(faces) == 0:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64)

@@ -17,7 +17,7 @@ from recon.coarse.train import fit_coarse_field
 from recon.config import load_config
 from recon.data.synthetic import make_scene, render_orbit, sv3d_orbit_angles
 from recon.eval.metrics import EvalConfig, evaluate_meshes
-from recon.extract import extract_mesh, floor_height
+from recon.extract import _marching_cubes, close_at_border, extract_mesh, floor_height
 from recon.render.mesh import from_trimesh
 from recon.types import CoarseField, Mesh
 
@@ -185,6 +185,25 @@ def test_floor_height_lowers_the_observed_floor_only_to_minus_the_top():
     assert floor_height(-0.4, 0.48, centred_object=False) == -0.4
     # Observed matter below minus the top (an object that is not centred) keeps its lower floor.
     assert floor_height(-0.5, 0.2, centred_object=True) == -0.5
+
+
+def test_marching_cubes_closes_an_inside_that_reaches_the_border():
+    """An object the views crop leaves its hull running out of the grid: the mesh is closed there, crossing
+    the border cells halfway, and a volume whose border is outside is left as it was."""
+    import trimesh
+
+    n, bound = 33, 0.6
+    t = np.linspace(-bound, bound, n)
+    x, y, z = np.meshgrid(t, t, t, indexing="ij")
+    slab = 0.2 - np.abs(y) + 0 * x  # inside > 0: a slab through the whole grid along x and z
+    verts, faces = _marching_cubes(slab, 0.0, bound)
+    mesh = trimesh.Trimesh(verts, faces, process=True)
+    assert mesh.is_watertight and mesh.volume > 0
+    spacing = 2 * bound / (n - 1)
+    assert np.abs(verts[:, 0]).max() == pytest.approx(bound - spacing / 2, abs=1e-6)
+    ball = 0.4 - np.sqrt(x * x + y * y + z * z)
+    np.testing.assert_array_equal(close_at_border(ball, 0.0), ball)
+    assert np.sum(close_at_border(slab, 0.0) != slab) > 0
 
 
 def test_the_floor_cut_stays_at_the_lowest_observed_point_whatever_the_surface_offset():

@@ -366,6 +366,36 @@ def test_the_surface_cannot_sink_below_the_floor():
     assert trimesh.Trimesh(verts.detach().numpy(), faces.numpy(), process=True).is_watertight
 
 
+def test_the_surface_closes_inside_the_lattice():
+    """An inside that reaches the lattice's border (an object wider than the views' frame, whose hull runs
+    out of the grid) still bounds a closed surface: it crosses the border cells halfway. Without the cap the
+    surface is open there, and an open surface is rasterized with its back faces."""
+    from dataclasses import replace
+
+    from recon.geometry.tets import border_cap, lattice_vertices
+    from recon.refine.train import _Geometry
+
+    cfg = replace(load_config("tiny").refine, grid=24)
+    cell = 2 * cfg.bound / cfg.grid
+    lattice = lattice_vertices(cfg.grid, cfg.bound)
+    sdf = (0.77 - lattice.norm(dim=-1)) / cell  # a ball wider than the grid: cut by all six faces
+    geometry = _Geometry(sdf, cfg)
+    geometry.rebuild_band(1)
+    verts, faces, _, _ = geometry.extract()
+    mesh = trimesh.Trimesh(verts.detach().numpy(), faces.numpy(), process=True)
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+    extent = verts.detach().abs().max(dim=0).values
+    torch.testing.assert_close(extent, torch.full((3,), cfg.bound - cell / 2), rtol=0, atol=1e-5)
+    cap = border_cap(cfg.grid).reshape((cfg.grid + 1,) * 3)
+    assert float(cap[0, 5, 7]) == -0.5 and float(cap[1, 5, 7]) == 0.5 and float(cap[12, 12, 12]) == 11.5
+    uncapped = _Geometry(sdf, cfg)
+    with torch.no_grad():
+        uncapped.sdf_cap.fill_(float("inf"))
+    uncapped.rebuild_band(1)
+    v_open, f_open, _, _ = uncapped.extract()
+    assert not trimesh.Trimesh(v_open.detach().numpy(), f_open.numpy(), process=True).is_watertight
+
+
 def test_a_centred_objects_floor_is_opposite_its_top():
     """Not centred: the coarse mesh's lowest point minus the margin. Centred: no lower than minus the top
     (the union's hidden bottom sank the full margin), and never above what the coarse stage observed."""
@@ -806,6 +836,6 @@ def test_coarse_phase_moves_the_sdf_by_a_smooth_offset_only(sphere_orbit, tiny_c
     moved = geometry.end_offset_phase()
     assert geometry.offset_grid is None
     total = geometry.capped_sdf()[verts] - start_sdf[verts]
-    above = geometry.above_floor[verts] > 1  # the floor's cut clips the SDF below
+    above = geometry.sdf_cap[verts] > 1  # the floor's cut clips the SDF below
     torch.testing.assert_close(moved[above], total[above], rtol=0, atol=1e-4)
     assert float(moved.mean()) > 0.5  # four bakes of 0.25 on average

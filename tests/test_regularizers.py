@@ -244,7 +244,7 @@ def test_band_state_kernels_match_the_torch_code():
         geometry.deform.copy_(torch.randn(geometry.deform.shape, generator=gen))
         # A few ties of the sdf and the floor cut: torch.minimum halves the gradient there.
         v = geometry.rebuild_band(1).verts
-        geometry.sdf[v[:50]] = geometry.above_floor[v[:50]]
+        geometry.sdf[v[:50]] = geometry.sdf_cap[v[:50]]
     weights = torch.randn(v.shape[0], 3, generator=gen), torch.randn(v.shape[0], generator=gen)
 
     def value_and_grads(fast: bool):
@@ -254,7 +254,7 @@ def test_band_state_kernels_match_the_torch_code():
         else:
             scale = geometry.max_deform * geometry.cell
             pos = geometry.lattice[v] + scale * torch.tanh(take_rows(geometry.deform, v))
-            band_sdf = with_floor(take_rows(geometry.sdf, v), geometry.above_floor[v], 0.0)
+            band_sdf = with_floor(take_rows(geometry.sdf, v), geometry.sdf_cap[v], 0.0)
         ((pos * weights[0]).sum() + (band_sdf * weights[1]).sum()).backward()
         return pos.detach(), band_sdf.detach(), geometry.deform.grad.clone(), geometry.sdf.grad.clone()
 

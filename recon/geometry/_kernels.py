@@ -615,9 +615,9 @@ def sdf_sign_kernel(sdf, edges, items):
 
 
 @njit(cache=True, parallel=True)
-def band_state_forward_kernel(deform, sdf, lattice, above_floor, verts):
+def band_state_forward_kernel(deform, sdf, lattice, cap, verts):
     """For the band's lattice vertices ``verts`` [Vb]: their deformation [Vb, 3] and positions [Vb, 3]
-    gathered, and the sdf cut by the floor ``min(sdf, above_floor)`` [Vb]. (The tanh is left to torch,
+    gathered, and the sdf cut by the floor and the lattice's border ``min(sdf, cap)`` [Vb]. (The tanh is left to torch,
     whose vectorised tanh is 20x faster than a scalar one per entry.)"""
     Vb = verts.shape[0]
     raw = np.empty((Vb, 3), np.float32)
@@ -628,14 +628,14 @@ def band_state_forward_kernel(deform, sdf, lattice, above_floor, verts):
         for c in range(3):
             raw[i, c] = deform[v, c]
             base[i, c] = lattice[v, c]
-        out_sdf[i] = min(sdf[v], above_floor[v])
+        out_sdf[i] = min(sdf[v], cap[v])
     return raw, base, out_sdf
 
 
 @njit(cache=True, parallel=True)
-def band_state_backward_kernel(sdf, above_floor, verts, bounded, scale, grad_pos, grad_sdf, n_lattice):
+def band_state_backward_kernel(sdf, cap, verts, bounded, scale, grad_pos, grad_sdf, n_lattice):
     """Gradients [N, 3] and [N] on the whole lattice's deformation and sdf (zero off the band). At a tie of
-    the sdf and the floor the gradient is halved, as ``torch.minimum``'s."""
+    the sdf and its cap the gradient is halved, as ``torch.minimum``'s."""
     g_deform = np.zeros((n_lattice, 3), np.float32)
     g_sdf = np.zeros(n_lattice, np.float32)
     for i in prange(verts.shape[0]):
@@ -643,7 +643,7 @@ def band_state_backward_kernel(sdf, above_floor, verts, bounded, scale, grad_pos
         for c in range(3):
             t = bounded[i, c]
             g_deform[v, c] = grad_pos[i, c] * scale * (1 - t * t)
-        s, a = sdf[v], above_floor[v]
+        s, a = sdf[v], cap[v]
         g_sdf[v] = grad_sdf[i] if s < a else (np.float32(0.5) * grad_sdf[i] if s == a else np.float32(0.0))
     return g_deform, g_sdf
 

@@ -83,6 +83,18 @@ def lattice_vertices(resolution: int, bound: float = 0.6) -> Tensor:
     return torch.stack(torch.meshgrid(t, t, t, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
+def border_cap(resolution: int) -> Tensor:
+    """[(R+1)^3] float32, per lattice vertex (``lattice_vertices``' order): its distance in cells to the
+    nearest face of the lattice's box, minus half a cell. An SDF (inside > 0, in cells) cut by it,
+    ``min(sdf, border_cap)``, is outside on the border and so bounds a closed surface, which crosses the
+    border cells halfway wherever the inside reached the border."""
+    n = resolution + 1
+    t = torch.arange(n)
+    to_face = torch.minimum(t, resolution - t).float()
+    i, j, k = torch.meshgrid(to_face, to_face, to_face, indexing="ij")
+    return (torch.minimum(torch.minimum(i, j), k) - 0.5).reshape(-1)
+
+
 def lattice_indices(verts: Tensor, resolution: int) -> Tensor:
     """[V, 3] (i, j, k) lattice coordinates of the flat lattice vertex indices ``verts`` [V] (the order of
     ``lattice_vertices``: i, the x index, varies slowest)."""
