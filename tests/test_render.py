@@ -328,7 +328,7 @@ def test_edge_topology_kernel_matches_the_reference():
         # Split by owner over any number of work items, the output stays the same.
         n_vert = int(case.max()) + 1
         for items in (1, 3, 7):
-            edges, edge_faces = _edge_topology_kernel(np.ascontiguousarray(case, dtype=np.int64), n_vert, items)
+            edges, edge_faces = _edge_topology_kernel(np.ascontiguousarray(case, dtype=np.int32), n_vert, items)
             assert np.array_equal(edges, ref.edges) and np.array_equal(edge_faces, ref.edge_faces)
     assert (compute_edge_topology(tri).edge_faces == -1).any()
     assert compute_edge_topology(np.zeros((0, 3), np.int64)).edges.shape == (0, 2)
