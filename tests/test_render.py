@@ -304,6 +304,32 @@ def test_antialias_ignores_interior_edges_and_hidden_silhouettes():
     assert not (changed[0] & ~border).any()
 
 
+def test_clip_positions_kernels_match_the_torch_reference():
+    """The numba forward and backward of ``clip_positions`` equal the torch code (values and gradients), with
+    and without autograd, and the gradient does not depend on how the vertices are split into work items."""
+    from recon.render._kernels import clip_backward_kernel
+    from recon.render.views import clip_positions, clip_positions_reference
+
+    cams = orbit_cameras(torch.tensor([10.0, -20.0, 35.0]), torch.tensor([0.0, 100.0, 250.0]), 2.0, 33.8, 32)
+    gen = torch.Generator().manual_seed(5)
+    verts = (torch.rand(1001, 3, generator=gen) - 0.5).requires_grad_()
+    grad = torch.randn(3, 1001, 4, generator=gen)
+    fast = clip_positions(verts, cams)
+    (fast * grad).sum().backward()
+    fast_grad, verts.grad = verts.grad, None
+    ref = clip_positions_reference(verts, cams.mvp(0.1, 10.0))
+    (ref * grad).sum().backward()
+    torch.testing.assert_close(fast, ref.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(fast_grad, verts.grad, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(clip_positions(verts, cams), fast.detach())
+    mvp = cams.mvp(0.1, 10.0).numpy()
+    parts = [clip_backward_kernel(grad.numpy(), mvp, items) for items in (1, 3, 8)]
+    assert all(np.array_equal(parts[0], p) for p in parts[1:])
+    double = verts.detach().double().requires_grad_()
+    assert clip_positions(double, cams).dtype == torch.float64  # other dtypes take the torch code
+
+
 def test_edge_topology_of_closed_mesh():
     _, tri = _sphere(2)
     topo = edge_topology(tri)

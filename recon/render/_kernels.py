@@ -31,6 +31,45 @@ def _to_screen(x, y, w, W, H):
 
 
 @njit(cache=True, parallel=True)
+def clip_kernel(verts, mvp, items):
+    """[B, V, 4] float32 ``mvp[b] @ (x, y, z, 1)`` of ``verts`` [V, 3] in every view of ``mvp`` [B, 4, 4]; split
+    into ``items`` vertex ranges per view (float32 products, summed over x, y, z, then the translation)."""
+    B, V = mvp.shape[0], verts.shape[0]
+    out = np.empty((B, V, 4), np.float32)
+    for item in prange(B * items):
+        b = item // items
+        part = item % items
+        for v in range(V * part // items, V * (part + 1) // items):
+            x, y, z = verts[v, 0], verts[v, 1], verts[v, 2]
+            for i in range(4):
+                out[b, v, i] = mvp[b, i, 0] * x + mvp[b, i, 1] * y + mvp[b, i, 2] * z + mvp[b, i, 3]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def clip_backward_kernel(grad, mvp, items):
+    """[V, 3] gradient of ``clip_kernel``'s output with respect to the vertices: sum over views b and rows i
+    of ``grad[b, v, i] * mvp[b, i, :3]``, the views summed in order (each vertex range is one work item)."""
+    B, V = grad.shape[0], grad.shape[1]
+    out = np.zeros((V, 3), np.float32)
+    for part in prange(items):
+        for v in range(V * part // items, V * (part + 1) // items):
+            gx = np.float32(0.0)
+            gy = np.float32(0.0)
+            gz = np.float32(0.0)
+            for b in range(B):
+                for i in range(4):
+                    g = grad[b, v, i]
+                    gx += g * mvp[b, i, 0]
+                    gy += g * mvp[b, i, 1]
+                    gz += g * mvp[b, i, 2]
+            out[v, 0] = gx
+            out[v, 1] = gy
+            out[v, 2] = gz
+    return out
+
+
+@njit(cache=True, parallel=True)
 def project_kernel(pos, H, W, scr):
     """Per-vertex screen data [B, V, 4] = (x_pix, y_pix, z/w, front) where front = 1 when the vertex
     is in front of the near plane (w > 0 and z >= -w), else 0 (x, y, z/w then undefined)."""

@@ -108,9 +108,53 @@ def shading_normals(verts: Tensor, faces: Tensor, crease_deg: float | None = Non
 
 
 def clip_positions(verts: Tensor, cameras: Cameras, near: float = 0.1, far: float = 10.0) -> Tensor:
-    """[B, V, 4] clip-space positions of ``verts`` [V, 3] in every camera."""
+    """[B, V, 4] clip-space positions of ``verts`` [V, 3] in every camera (differentiable in ``verts``).
+
+    Float32 CPU tensors take numba kernels (equal to ``clip_positions_reference`` within float32 rounding):
+    torch's batched product with its layout copy took 28 ms forward and 20 ms backward for 300k vertices
+    in 8 views, a tenth of a refinement step."""
+    mvp = cameras.mvp(near, far).to(verts)
+    if cpu_float32(verts) and not mvp.requires_grad:
+        if torch.is_grad_enabled() and verts.requires_grad:
+            return _ClipPositions.apply(verts, mvp)
+        from recon.render._kernels import clip_kernel
+
+        return torch.from_numpy(clip_kernel(numpy_of(verts), numpy_of(mvp), _clip_items(mvp.shape[0])))
+    return clip_positions_reference(verts, mvp)
+
+
+def clip_positions_reference(verts: Tensor, mvp: Tensor) -> Tensor:
+    """``clip_positions`` in torch (any device and dtype, differentiable), given the [B, 4, 4] matrices."""
     homo = torch.cat([verts, torch.ones(verts.shape[0], 1, dtype=verts.dtype, device=verts.device)], dim=1)
-    return torch.einsum("bij,vj->bvi", cameras.mvp(near, far).to(verts), homo).contiguous()
+    return torch.einsum("bij,vj->bvi", mvp, homo).contiguous()
+
+
+def _clip_items(views: int) -> int:
+    """Vertex ranges per view for ``clip_kernel``: at least two work items per thread over all views."""
+    import numba
+
+    return max(1, -(-2 * numba.get_num_threads() // max(views, 1)))
+
+
+class _ClipPositions(torch.autograd.Function):
+    """``clip_positions_reference`` as numba kernels, forward and backward (float32 CPU, fixed cameras)."""
+
+    @staticmethod
+    def forward(ctx, verts: Tensor, mvp: Tensor) -> Tensor:
+        from recon.render._kernels import clip_kernel
+
+        m = numpy_of(mvp)
+        ctx.mvp = m
+        return torch.from_numpy(clip_kernel(numpy_of(verts), m, _clip_items(m.shape[0])))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        import numba
+
+        from recon.render._kernels import clip_backward_kernel
+
+        items = 4 * numba.get_num_threads()
+        return torch.from_numpy(clip_backward_kernel(numpy_of(grad.float()), ctx.mvp, items)), None
 
 
 def shade_albedo(mesh: RenderMesh, rast: Tensor) -> Tensor:
