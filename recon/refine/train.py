@@ -138,7 +138,7 @@ class _Geometry(torch.nn.Module):
         # An object the views crop (wider than SV3D's frame) otherwise reached the border and left the
         # surface open there, and an open surface is rasterized with its back faces: 2.5x the time.
         self.register_buffer("border_cap", border_cap(cfg.grid))
-        self.register_buffer("sdf_cap", torch.minimum((self.lattice[:, 1] - floor) / self.cell, self.border_cap))
+        self.register_buffer("sdf_cap", torch.minimum(self._above(floor), self.border_cap))
         self.floor = floor
         self.sdf = torch.nn.Parameter(sdf_cells.clone())
         self.deform = torch.nn.Parameter(torch.zeros(sdf_cells.shape[0], 3))
@@ -165,11 +165,16 @@ class _Geometry(torch.nn.Module):
         # smooth_gradients' (band, passes, box low, box high, blur_supports) for the current band.
         self._blur_plan: tuple | None = None
 
+    def _above(self, floor: float, rows: Tensor | None = None) -> Tensor:
+        """Height in cells above the plane y = ``floor`` of the lattice vertices (or of those in ``rows``)."""
+        y = self.lattice[:, 1] if rows is None else self.lattice[rows, 1]
+        return (y - floor) / self.cell
+
     @torch.no_grad()
     def set_floor(self, floor: float) -> None:
         """Move the floor plane to height ``floor`` (world units); the next band sees the new cut."""
         if floor != self.floor:
-            torch.minimum((self.lattice[:, 1] - floor) / self.cell, self.border_cap, out=self.sdf_cap)
+            torch.minimum(self._above(floor), self.border_cap, out=self.sdf_cap)
             self.floor = floor
 
     @torch.no_grad()
@@ -191,7 +196,7 @@ class _Geometry(torch.nn.Module):
                 self._hidden_layers[j] = hidden_from_views(layer, cameras, masks, depths, 0.5 * self.cell).reshape(n, n)
             layers.append(self._hidden_layers[j])
         idx = hidden_base_fill(self.capped_sdf(), first, torch.stack(layers, dim=1))
-        raise_to = (self.lattice[idx, 1] - self.floor) / self.cell  # the height above the floor, cells
+        raise_to = self._above(self.floor, idx)
         lower = self.sdf[idx] < raise_to
         self.sdf[idx[lower]] = raise_to[lower]
         return int(lower.sum())

@@ -115,11 +115,7 @@ def clip_positions(verts: Tensor, cameras: Cameras, near: float = 0.1, far: floa
     in 8 views, a tenth of a refinement step."""
     mvp = cameras.mvp(near, far).to(verts)
     if cpu_float32(verts) and not mvp.requires_grad:
-        if torch.is_grad_enabled() and verts.requires_grad:
-            return _ClipPositions.apply(verts, mvp)
-        from recon.render._kernels import clip_kernel
-
-        return torch.from_numpy(clip_kernel(numpy_of(verts), numpy_of(mvp), _clip_items(mvp.shape[0])))
+        return _ClipPositions.apply(verts, mvp)
     return clip_positions_reference(verts, mvp)
 
 
@@ -129,23 +125,20 @@ def clip_positions_reference(verts: Tensor, mvp: Tensor) -> Tensor:
     return torch.einsum("bij,vj->bvi", mvp, homo).contiguous()
 
 
-def _clip_items(views: int) -> int:
-    """Vertex ranges per view for ``clip_kernel``: at least two work items per thread over all views."""
-    import numba
-
-    return max(1, -(-2 * numba.get_num_threads() // max(views, 1)))
-
-
 class _ClipPositions(torch.autograd.Function):
     """``clip_positions_reference`` as numba kernels, forward and backward (float32 CPU, fixed cameras)."""
 
     @staticmethod
     def forward(ctx, verts: Tensor, mvp: Tensor) -> Tensor:
+        import numba
+
         from recon.render._kernels import clip_kernel
 
         m = numpy_of(mvp)
         ctx.mvp = m
-        return torch.from_numpy(clip_kernel(numpy_of(verts), m, _clip_items(m.shape[0])))
+        # At least two work items per thread over all the views.
+        per_view = max(1, -(-2 * numba.get_num_threads() // max(m.shape[0], 1)))
+        return torch.from_numpy(clip_kernel(numpy_of(verts), m, per_view))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
