@@ -42,7 +42,7 @@ def test_sphere_orbit_silhouette_area_matches_projection(sphere_orbit):
     assert torch.allclose(areas, torch.full_like(areas, expected), rtol=0.01)
 
 
-@pytest.mark.parametrize("name,euler", [("sphere", 2), ("torus", 0), ("union", 2), ("toy", 0)])
+@pytest.mark.parametrize("name,euler", [("sphere", 2), ("box", 2), ("torus", 0), ("union", 2), ("toy", 0)])
 def test_ground_truth_mesh_is_watertight_with_right_topology(name, euler):
     mesh = make_scene(name).mesh(detail=3)
     assert mesh.is_watertight
@@ -63,6 +63,24 @@ def test_ground_truth_mesh_lies_on_the_sdf_surface():
     pts = torch.rand(200_000, 3, generator=g, dtype=torch.float64) - 0.5
     mc_volume = float(scene.occupancy(pts).double().mean())
     assert mesh.volume == pytest.approx(mc_volume, rel=0.03)
+
+
+def test_ground_truth_box_mesh_carries_its_stripes():
+    # The ground-truth mesh's vertex colours are what a mesh renderer shows: on trimesh's 12-triangle box they
+    # blended the stripes into one gradient (no band, no stereo cue on the faces).
+    scene = make_scene("box")
+    mesh = scene.mesh(detail=5)
+    verts = np.asarray(mesh.vertices)
+    assert np.abs(np.abs(verts).max(0) - np.array([0.5, 0.35, 0.25])).max() < 1e-9
+    dist = scene.sdf(torch.from_numpy(verts)).abs()
+    assert float(dist.max()) < 1e-9  # every vertex on a face
+    edges = np.linalg.norm(np.diff(verts[mesh.edges_unique], axis=1)[:, 0], axis=-1)
+    assert edges.max() <= 0.5**6 + 1e-9
+    # Both stripe colours, in about equal shares of the vertices, and pure (bands, not a blend).
+    colors = np.asarray(mesh.visual.vertex_colors)[:, :3].astype(int)
+    unique, counts = np.unique(colors, axis=0, return_counts=True)
+    assert len(unique) == 2
+    assert counts.min() / counts.sum() > 0.4
 
 
 def test_dynamic_orbit_elevation_varies_within_amplitude():

@@ -194,6 +194,11 @@ class Shape:
             m = trimesh.creation.icosphere(subdivisions=detail, radius=self.size[0])
         elif self.kind == "box":
             m = trimesh.creation.box(extents=[2 * s for s in self.size])
+            # trimesh's box has 12 triangles: vertex colours at its 8 corners would turn a striped or
+            # checkered texture into one smooth gradient (an object without any stereo cue). Edges no longer
+            # than 1/2^(detail+1) carry the texture's bands, as the sphere's and torus' tessellations do.
+            verts, faces = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=0.5 ** (detail + 1))
+            m = trimesh.Trimesh(verts, faces, process=True)
         else:
             major, minor = self.size
             m = trimesh.creation.torus(
