@@ -34,7 +34,7 @@ import recon  # noqa: F401  (sets thread counts before torch and numba load)
 from _common import add_out_argument, machine_info, peak_memory, print_table, run_isolated, write_json
 from _objects import object_orbit
 
-DEFAULT_OBJECTS = ["sphere", "torus", "union", "demo", "duck", "bunny"]
+DEFAULT_OBJECTS = ["sphere", "torus", "union", "demo", "duck", "bunny", "box"]
 
 
 def run_object(name: str, preset: str, overrides: list[str], size: int, work: Path,
