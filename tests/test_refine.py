@@ -398,16 +398,23 @@ def test_the_surface_closes_inside_the_lattice():
 
 def test_a_centred_objects_floor_is_opposite_its_top():
     """Not centred: the coarse mesh's lowest point minus the margin. Centred: no lower than minus the top
-    (the union's hidden bottom sank the full margin), and never above what the coarse stage observed."""
+    (the union's hidden bottom sank the full margin); while the top has not settled, never above what the
+    coarse stage observed; once it has (``floor_follows_top``), exactly minus the top."""
     from dataclasses import replace
 
     from recon.refine.train import refine_floor
 
     cfg = replace(load_config("default").refine, floor_margin=1.0)
+    assert cfg.floor_follows_top
     assert refine_floor(cfg, -0.45, 0.5, False) == pytest.approx(-0.45 - cfg.cell)
+    assert refine_floor(cfg, -0.45, 0.5, False, top_settled=True) == pytest.approx(-0.45 - cfg.cell)
     assert refine_floor(cfg, -0.45, 0.5, True) == pytest.approx(-0.5)  # filled down to the centred box
-    assert refine_floor(cfg, -0.5, 0.45, True) == pytest.approx(-0.5)  # an observed bottom stays
-    assert refine_floor(replace(cfg, floor_margin=-1.0), -0.45, 0.5, True) == -math.inf
+    assert refine_floor(cfg, -0.45, 0.5, True, top_settled=True) == pytest.approx(-0.5)
+    assert refine_floor(cfg, -0.5, 0.45, True) == pytest.approx(-0.5)  # the coarse bottom, until the top settles
+    assert refine_floor(cfg, -0.5, 0.45, True, top_settled=True) == pytest.approx(-0.45)  # then the centred box
+    off = replace(cfg, floor_follows_top=False)
+    assert refine_floor(off, -0.5, 0.45, True, top_settled=True) == pytest.approx(-0.5)
+    assert refine_floor(replace(cfg, floor_margin=-1.0), -0.45, 0.5, True, top_settled=True) == -math.inf
 
 
 def _box_lattice_sdf(lattice: torch.Tensor, half: float, bottom: float, top: float, cell: float) -> torch.Tensor:

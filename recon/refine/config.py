@@ -53,6 +53,8 @@ class RefineConfig:
     """Largest vertex displacement, as a fraction of a cell (tanh-bounded)."""
     floor_margin: float = 1.0
     """Cells the surface may sink below the coarse mesh's lowest point (centred: 0, or down to -top; < 0: none)."""
+    floor_follows_top: bool = True
+    """Centred objects, after the offset-grid phase: the floor is minus the top even above the coarse bottom."""
     base_fill_cells: float = 2.0
     """Centred objects: a hidden base up to this many cells above the floor is filled down to it (< 1: off)."""
     views_per_step: int = 8
