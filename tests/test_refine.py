@@ -406,15 +406,17 @@ def test_a_centred_objects_floor_is_opposite_its_top():
 
     cfg = replace(load_config("default").refine, floor_margin=1.0)
     assert cfg.floor_follows_top
+    settled = cfg.offset_grid_steps  # the first step after the offset-grid phase
     assert refine_floor(cfg, -0.45, 0.5, False) == pytest.approx(-0.45 - cfg.cell)
-    assert refine_floor(cfg, -0.45, 0.5, False, top_settled=True) == pytest.approx(-0.45 - cfg.cell)
+    assert refine_floor(cfg, -0.45, 0.5, False, step=settled) == pytest.approx(-0.45 - cfg.cell)
     assert refine_floor(cfg, -0.45, 0.5, True) == pytest.approx(-0.5)  # filled down to the centred box
-    assert refine_floor(cfg, -0.45, 0.5, True, top_settled=True) == pytest.approx(-0.5)
+    assert refine_floor(cfg, -0.45, 0.5, True, step=settled) == pytest.approx(-0.5)
     assert refine_floor(cfg, -0.5, 0.45, True) == pytest.approx(-0.5)  # the coarse bottom, until the top settles
-    assert refine_floor(cfg, -0.5, 0.45, True, top_settled=True) == pytest.approx(-0.45)  # then the centred box
+    assert refine_floor(cfg, -0.5, 0.45, True, step=settled - 1) == pytest.approx(-0.5)
+    assert refine_floor(cfg, -0.5, 0.45, True, step=settled) == pytest.approx(-0.45)  # then the centred box
     off = replace(cfg, floor_follows_top=False)
-    assert refine_floor(off, -0.5, 0.45, True, top_settled=True) == pytest.approx(-0.5)
-    assert refine_floor(replace(cfg, floor_margin=-1.0), -0.45, 0.5, True, top_settled=True) == -math.inf
+    assert refine_floor(off, -0.5, 0.45, True, step=settled) == pytest.approx(-0.5)
+    assert refine_floor(replace(cfg, floor_margin=-1.0), -0.45, 0.5, True, step=settled) == -math.inf
 
 
 def _box_lattice_sdf(lattice: torch.Tensor, half: float, bottom: float, top: float, cell: float) -> torch.Tensor:

@@ -506,7 +506,7 @@ def _partners(pix: Tensor, covered: Tensor, masks: Tensor, offsets: tuple[float,
 
 
 def refine_floor(cfg: RefineConfig, coarse_low: float, top: float, centred_object: bool,
-                 top_settled: bool = False) -> float:
+                 step: int | None = None) -> float:
     """Height below which no surface forms during refinement (world units; -inf: none).
 
     The coarse stage cut its mesh at its floor (``recon.extract.floor_height``): below the lowest point
@@ -517,7 +517,7 @@ def refine_floor(cfg: RefineConfig, coarse_low: float, top: float, centred_objec
     which the views do see: the floor is ``min(coarse_low, -top)`` with ``top`` the current surface's
     highest point, so nothing sinks below the centred box (the benchmark union, whose bottom no view shows,
     sank the full margin: normalised Chamfer 0.0119 against 0.0097 cut at its coarse floor). Once the top
-    has settled where the silhouettes put it (``top_settled``: after the offset-grid phase) and with
+    has settled where the silhouettes put it (``step`` past the offset-grid phase; None: not yet) and with
     ``cfg.floor_follows_top``, the floor is ``-top`` even where the coarse bottom lies lower: that bottom is
     a low quantile of depth pixels, which bleed past the silhouette's lower edge (the benchmark box's and
     demo's came out 6.4 and 4.8 mm low, while their refined tops were within 1.1 mm).
@@ -525,7 +525,7 @@ def refine_floor(cfg: RefineConfig, coarse_low: float, top: float, centred_objec
     if cfg.floor_margin < 0:
         return -math.inf
     if centred_object:
-        if top_settled and cfg.floor_follows_top:
+        if cfg.floor_follows_top and step is not None and step >= cfg.offset_grid_steps:
             return -top
         return min(coarse_low, -top)
     return coarse_low - cfg.floor_margin * cfg.cell
@@ -845,7 +845,7 @@ def fit_refined(
                     log.info("offset grid: over the phase the SDF moved %.2f cells at the median, %.2f to %.2f "
                              "(5th-95th percentile) near the surface", *q[[1, 0, 2]].tolist())
             if geometry.band is None or (step - start) % cfg.band_every == 0:
-                geometry.set_floor(refine_floor(cfg, coarse_low, top, centred_object, step >= cfg.offset_grid_steps))
+                geometry.set_floor(refine_floor(cfg, coarse_low, top, centred_object, step))
                 if fill_base:
                     geometry.fill_hidden_base(cfg.base_fill_cells, orbit.cameras, orbit.masks, coarse_depths)
                 band_fracs.append(geometry.rebuild_band(cfg.band_width).fraction)
@@ -974,7 +974,7 @@ def fit_refined(
     seconds = time.perf_counter() - t0
     if fill_base:
         # The last steps moved the top since the band was last derived.
-        geometry.set_floor(refine_floor(cfg, coarse_low, top, centred_object, cfg.steps > cfg.offset_grid_steps))
+        geometry.set_floor(refine_floor(cfg, coarse_low, top, centred_object, cfg.steps - 1))
         geometry.fill_hidden_base(cfg.base_fill_cells, orbit.cameras, orbit.masks, coarse_depths)
     speckles = geometry.clean_sign_speckles() if cfg.sign_cleanup else 0
     tunnels = geometry.close_small_tunnels(cfg.tunnel_close_cells) if cfg.tunnel_close_cells > 0 else 0
