@@ -419,6 +419,33 @@ def test_a_centred_objects_floor_is_opposite_its_top():
     assert refine_floor(replace(cfg, floor_margin=-1.0), -0.45, 0.5, True, step=settled) == -math.inf
 
 
+def test_refinement_cuts_a_centred_objects_low_coarse_bottom_at_minus_its_top(sphere_orbit, tiny_cfg):
+    """``fit_refined`` passes its step to ``refine_floor``: a coarse sphere whose bottom bled 2 cells low
+    (its top at 0.5) comes out cut at minus its top once the offset-grid phase is over, and keeps its low
+    bottom while that phase lasts or without ``floor_follows_top``. The geometry is frozen (learning rates 0)
+    so that only the floor can move the bottom."""
+    from dataclasses import replace
+
+    verts = trimesh.creation.icosphere(3, radius=0.5).vertices.copy()
+    verts[:, 1] = np.where(verts[:, 1] < 0, 1.15 * verts[:, 1], verts[:, 1])  # bottom at -0.575
+    start = _grey_mesh(trimesh.Trimesh(verts, trimesh.creation.icosphere(3).faces))
+    frozen = replace(tiny_cfg, steps=6, lr_sdf=0.0, lr_deform=0.0, lr_offset_grid=0.0, offset_grid_steps=2,
+                     denoise_iterations=0)
+    cell = frozen.cell
+
+    def bottom_and_top(cfg, centred: bool = True) -> tuple[float, float]:
+        y = fit_refined(cfg, sphere_orbit, start, seed=0, progress=False, centred_object=centred).mesh.verts[:, 1]
+        return float(y.min()), float(y.max())
+
+    low, top = bottom_and_top(frozen)
+    assert top == pytest.approx(0.5, abs=0.5 * cell)
+    assert low == pytest.approx(-top, abs=1e-4)
+    for unsettled in (replace(frozen, offset_grid_steps=10), replace(frozen, floor_follows_top=False)):
+        low, top = bottom_and_top(unsettled)
+        assert low < -top - cell  # the coarse bottom (-0.575, less the initial smoothing) is kept
+    assert bottom_and_top(frozen, centred=False)[0] < -0.5 - cell
+
+
 def _box_lattice_sdf(lattice: torch.Tensor, half: float, bottom: float, top: float, cell: float) -> torch.Tensor:
     """[P] SDF (in cells, inside > 0) of the box |x|, |z| <= half, bottom <= y <= top (max-norm distance)."""
     x, y, z = lattice.unbind(-1)
