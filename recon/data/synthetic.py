@@ -281,6 +281,10 @@ def _scene_shapes(name: str) -> list[Shape]:
         return [Shape("sphere", (0, 0, 0), (0.5,), texture=checker(0.2, warm, cream))]
     if name == "box":
         return [Shape("box", (0, 0, 0), (0.5, 0.35, 0.25), texture=stripes(0.2, 1, cool, cream))]
+    if name == "printed_box":
+        # The box above printed like a product's packaging: text in both directions on every side, which gives
+        # the flat faces the horizontal disparity that the box's bands lack.
+        return [Shape("box", (0, 0, 0), (0.5, 0.35, 0.25), texture=glyphs("ORBITMESH 3D ", 24, 0.0875, ink, cream))]
     if name == "torus":
         return [Shape("torus", (0, 0, 0), (0.35, 0.15), axis=2, texture=checker(0.15, warm, cool))]
     if name == "union":
@@ -299,7 +303,7 @@ def _scene_shapes(name: str) -> list[Shape]:
     raise ValueError(f"unknown scene {name!r}; scenes: {', '.join(SCENES)}")
 
 
-SCENES = ("sphere", "box", "torus", "union", "toy")
+SCENES = ("sphere", "box", "printed_box", "torus", "union", "toy")
 """Names accepted by ``make_scene``."""
 
 

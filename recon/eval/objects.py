@@ -24,7 +24,7 @@ WHEEL_FILES = {
     "cow": ("pymeshlab", ["sample_meshes/cow.obj"]),
     "airplane": ("pymeshlab", ["sample_meshes/airplane.obj"]),
 }
-ANALYTIC = ("sphere", "box", "torus", "union", "toy")
+ANALYTIC = ("sphere", "box", "printed_box", "torus", "union", "toy")
 
 
 def _wheel(package: str) -> Path:
