@@ -446,6 +446,61 @@ def test_refinement_cuts_a_centred_objects_low_coarse_bottom_at_minus_its_top(sp
     assert bottom_and_top(frozen, centred=False)[0] < -0.5 - cell
 
 
+def test_no_surface_forms_outside_the_unit_box():
+    """A ball of radius 0.55 is cut flat by the unit box's sides and top (not its bottom: that is the floor's),
+    and stays closed; a deformation pushing every vertex outward cannot carry it past the box either."""
+    from dataclasses import replace
+
+    from recon.geometry.tets import lattice_vertices
+    from recon.refine.train import _Geometry
+
+    cfg = replace(load_config("tiny").refine, grid=32)
+    cell = 2 * cfg.bound / cfg.grid
+    lattice = lattice_vertices(cfg.grid, cfg.bound)
+    sdf = (0.55 - lattice.norm(dim=-1)) / cell
+    geometry = _Geometry(sdf, cfg, box=0.5)
+    geometry.rebuild_band(1)
+    verts, faces, _, _ = geometry.extract()
+    v = verts.detach()
+    assert float(v[:, [0, 2]].abs().max()) == pytest.approx(0.5, abs=1e-5)
+    assert float(v[:, 1].max()) == pytest.approx(0.5, abs=1e-5)
+    assert float(v[:, 1].min()) == pytest.approx(-0.55, abs=cell)  # below: no box
+    assert trimesh.Trimesh(v.numpy(), faces.numpy(), process=True).is_watertight
+    with torch.no_grad():
+        geometry.deform.copy_(10.0 * torch.sign(geometry.lattice))  # every vertex pushed out by its largest step
+    verts, _, _, _ = geometry.extract()
+    assert float(verts.detach()[:, [0, 2]].abs().max()) <= 0.5 and float(verts.detach()[:, 1].max()) <= 0.5
+    free = _Geometry(sdf, cfg)
+    free.rebuild_band(1)
+    assert float(free.extract()[0].detach()[:, 0].max()) == pytest.approx(0.55, abs=cell)
+
+
+def test_refinement_keeps_a_centred_object_inside_the_unit_box(sphere_orbit, tiny_cfg, caplog):
+    """``refine_box``: a centred object's coarse mesh reaching 0.52 is cut at the unit box (0.5); one reaching
+    beyond the tolerance (0.6: the orbit shows another scale), an object not centred, or ``unit_box`` off
+    are not. Through ``fit_refined`` with frozen geometry, the sphere started at radius 0.52 ends inside."""
+    from dataclasses import replace
+
+    from recon.refine.train import refine_box
+
+    cfg = load_config("default").refine
+    assert cfg.unit_box
+    assert refine_box(cfg, _sphere_mesh(0.52), True) == 0.5
+    assert refine_box(cfg, _sphere_mesh(0.52), False) == math.inf
+    assert refine_box(replace(cfg, unit_box=False), _sphere_mesh(0.52), True) == math.inf
+    with caplog.at_level("WARNING"):
+        assert refine_box(cfg, _sphere_mesh(0.6), True) == math.inf
+    assert "beyond the unit box" in caplog.text
+    frozen = replace(tiny_cfg, steps=4, lr_sdf=0.0, lr_deform=0.0, lr_offset_grid=0.0, denoise_iterations=0)
+
+    def reach(cfg) -> float:
+        v = fit_refined(cfg, sphere_orbit, _sphere_mesh(0.52), seed=0, progress=False, centred_object=True).mesh.verts
+        return float(torch.maximum(v[:, [0, 2]].abs().max(dim=1).values, v[:, 1]).max())
+
+    assert reach(frozen) == pytest.approx(0.5, abs=1e-5)
+    assert reach(replace(frozen, unit_box=False)) > 0.51
+
+
 def _box_lattice_sdf(lattice: torch.Tensor, half: float, bottom: float, top: float, cell: float) -> torch.Tensor:
     """[P] SDF (in cells, inside > 0) of the box |x|, |z| <= half, bottom <= y <= top (max-norm distance)."""
     x, y, z = lattice.unbind(-1)

@@ -57,6 +57,10 @@ class RefineConfig:
     """Centred objects, after the offset-grid phase: the floor is minus the top even above the coarse bottom."""
     base_fill_cells: float = 2.0
     """Centred objects: a hidden base up to this many cells above the floor is filled down to it (< 1: off)."""
+    unit_box: bool = True
+    """Centred objects: no surface forms outside [-0.5, 0.5]^3, where CONVENTIONS.md's normalisation puts them."""
+    unit_box_tolerance: float = 0.03
+    """The unit box is not imposed when the coarse mesh reaches further than this beyond it (another scale)."""
     views_per_step: int = 8
     """Views rendered per step (a random subset; all views when >= their number)."""
     resolutions: tuple[int, ...] = (128, 256, 384)
@@ -164,6 +168,8 @@ class RefineConfig:
                               f"{self.denoise_iterations} and {self.denoise_sigma}")
         if not self.illumination_blur >= 0:
             raise ConfigError(f"refine.illumination_blur must be 0 or more, got {self.illumination_blur}")
+        if not self.unit_box_tolerance >= 0:
+            raise ConfigError(f"refine.unit_box_tolerance must be 0 or more, got {self.unit_box_tolerance}")
 
     @property
     def cell(self) -> float:
