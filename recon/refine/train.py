@@ -139,16 +139,17 @@ class _Geometry(torch.nn.Module):
         # outside on the lattice's border (``border_cap``), so the surface always closes inside the grid.
         # An object the views crop (wider than SV3D's frame) otherwise reached the border and left the
         # surface open there, and an open surface is rasterized with its back faces: 2.5x the time.
-        self.register_buffer("border_cap", border_cap(cfg.grid))
+        # ``fixed_cap`` is that border cap and, with a ``box``, the depth inside the box's sides and below its
+        # top: an object normalised to the unit box cannot reach beyond it, and the ends of flat faces that no
+        # view's silhouette or stereo pins (a box's wedges, which set its bounding box) are cut there.
+        fixed_cap = border_cap(cfg.grid)
         self.box = box
         if math.isfinite(box):
-            # Inside the box's sides and below its top, in cells: an object normalised to the unit box
-            # cannot reach beyond it, and the ends of flat faces that no view's silhouette or stereo pins
-            # (a box's wedges, which set its bounding box) are cut there.
             x, y, z = self.lattice.unbind(-1)
             inside = torch.minimum(torch.minimum(box - x.abs(), box - z.abs()), box - y) / self.cell
-            self.border_cap = torch.minimum(self.border_cap, inside)
-        self.register_buffer("sdf_cap", torch.minimum(self._above(floor), self.border_cap))
+            fixed_cap = torch.minimum(fixed_cap, inside)
+        self.register_buffer("fixed_cap", fixed_cap)
+        self.register_buffer("sdf_cap", torch.minimum(self._above(floor), self.fixed_cap))
         self.floor = floor
         self.sdf = torch.nn.Parameter(sdf_cells.clone())
         self.deform = torch.nn.Parameter(torch.zeros(sdf_cells.shape[0], 3))
@@ -184,7 +185,7 @@ class _Geometry(torch.nn.Module):
     def set_floor(self, floor: float) -> None:
         """Move the floor plane to height ``floor`` (world units); the next band sees the new cut."""
         if floor != self.floor:
-            torch.minimum(self._above(floor), self.border_cap, out=self.sdf_cap)
+            torch.minimum(self._above(floor), self.fixed_cap, out=self.sdf_cap)
             self.floor = floor
 
     @torch.no_grad()
@@ -335,12 +336,13 @@ class _Geometry(torch.nn.Module):
 
         The SDF's cut puts the surface at the floor (and the box) on the lattice; the deformation (or a later
         smoothing of the mesh) could still move it further (the union's hidden bottom went 0.45 cell below)."""
-        if math.isfinite(self.box):
-            b = self.box
-            verts = torch.stack([verts[:, 0].clamp(-b, b), verts[:, 1].clamp(max=b), verts[:, 2].clamp(-b, b)], dim=1)
-        if not math.isfinite(self.floor):
+        if not (math.isfinite(self.box) or math.isfinite(self.floor)):
             return verts
-        return torch.cat([verts[:, :1], verts[:, 1:2].clamp(min=self.floor), verts[:, 2:]], dim=1)
+        # One clamp per coordinate (infinite bounds leave it as it is), on every step's vertices.
+        b = self.box
+        low = torch.tensor([-b, self.floor, -b], dtype=verts.dtype, device=verts.device)
+        high = torch.tensor([b, b, b], dtype=verts.dtype, device=verts.device)
+        return verts.clamp(min=low, max=high)
 
 
 class _BandState(torch.autograd.Function):
