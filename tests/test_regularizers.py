@@ -18,7 +18,7 @@ from recon.geometry.regularizers import (
     smooth_vertex_normals,
     smooth_vertex_normals_reference,
 )
-from recon.refine.train import binomial_blur, blur_supports
+from recon.refine.train import binomial_blur, blur_segments, blur_supports
 from recon.render import edge_topology
 from recon.render.views import vertex_normals, vertex_normals_reference
 
@@ -84,6 +84,11 @@ def test_gradient_blur_kernel_is_bit_identical_to_the_torch_code():
     found = binomial_blur(box.clone(), 3)
     given = binomial_blur(box.clone(), 3, blur_supports(superset, 3))
     assert torch.equal(found, given)
+    # The segments found once (what the refinement keeps for a band) give the same values again.
+    supports = blur_supports(superset, 3)
+    segments = blur_segments(box.shape, 3, supports)
+    assert all(len(axis) > 0 for axis in segments)
+    assert torch.equal(binomial_blur(box.clone(), 3, supports, segments), found)
     assert torch.equal(binomial_blur(box.clone(), 3, blur_supports(np.zeros_like(superset), 3)), box)
     # A single spike spreads with the binomial weights (variance 1/2 per pass and axis).
     spike = torch.zeros(9, 9, 9, 1)

@@ -36,7 +36,12 @@ from torch import Tensor
 from recon.data.cameras import Cameras, pixel_index
 from recon.errors import ConfigError
 from recon.extract import with_floor
-from recon.geometry._kernels import band_state_backward_kernel, band_state_forward_kernel, binomial_pass_kernel
+from recon.geometry._kernels import (
+    band_state_backward_kernel,
+    band_state_forward_kernel,
+    binomial_filter_kernel,
+    binomial_segments_kernel,
+)
 from recon.geometry.denoise import bilateral_denoise
 from recon.geometry.mesh_sdf import mesh_sdf_grid
 from recon.geometry.regularizers import (
@@ -173,7 +178,8 @@ class _Geometry(torch.nn.Module):
         # Lattice layer -> [n, n] hidden_from_views: the depths are the coarse mesh's, so each layer is
         # projected once.
         self._hidden_layers: dict[int, Tensor] = {}
-        # smooth_gradients' (band, passes, box low, box high, blur_supports) for the current band.
+        # smooth_gradients' (band, passes, box low, box high, blur_supports, {channels: blur_segments}) for the
+        # current band.
         self._blur_plan: tuple | None = None
 
     def _above(self, floor: float, rows: Tensor | None = None) -> Tensor:
@@ -270,13 +276,16 @@ class _Geometry(torch.nn.Module):
             support = np.zeros(tuple((hi - lo).tolist()), dtype=np.uint8)
             local = (idx - lo).numpy()
             support[local[:, 0], local[:, 1], local[:, 2]] = 1
-            self._blur_plan = (self.band, passes, lo.tolist(), hi.tolist(), blur_supports(support, passes))
-        _, _, lo, hi, supports = self._blur_plan
+            self._blur_plan = (self.band, passes, lo.tolist(), hi.tolist(), blur_supports(support, passes), {})
+        _, _, lo, hi, supports, segments = self._blur_plan
         for param in (self.sdf, self.deform):
             if param.grad is None:
                 continue
-            grid = param.grad.reshape(n, n, n, -1)
-            binomial_blur(grid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], passes, supports)  # in place on the view
+            box = param.grad.reshape(n, n, n, -1)[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            channels = box.shape[3]
+            if channels not in segments:  # the band's segments, once per channel count
+                segments[channels] = blur_segments(box.shape, passes, supports)
+            binomial_blur(box, passes, supports, segments[channels])  # in place on the view
 
     @torch.no_grad()
     def clean_sign_speckles(self) -> int:
@@ -328,7 +337,7 @@ class _Geometry(torch.nn.Module):
         """(verts [V, 3], faces [F, 3], the band's sdf [Vb], the band edges the surface crosses [V, 2])."""
         pos, sdf = self.band_state()
         verts, faces, vert_edge = self.band.extract(pos, sdf)
-        return self.inside_points(verts), faces, sdf, self.band.edges[vert_edge]
+        return self.inside_points(verts), faces, sdf, take_rows(self.band.edges, vert_edge)
 
     def inside_points(self, verts: Tensor) -> Tensor:
         """``verts`` [V, 3] with heights below the floor raised to it and, with a box, coordinates beyond it
@@ -396,30 +405,43 @@ def blur_supports(support: np.ndarray, passes: int) -> tuple[np.ndarray, np.ndar
     return before_x, before_y, before_z
 
 
-def binomial_blur(box: Tensor, passes: int, supports: tuple[np.ndarray, ...] | None = None) -> Tensor:
+def blur_segments(shape: tuple[int, ...], passes: int, supports: tuple[np.ndarray, ...]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The segments that ``binomial_blur``'s x, y and z passes filter on a box of ``shape`` [X, Y, Z, C]
+    whose values may be nonzero where ``supports`` (``blur_supports``) says (``binomial_segments_kernel``).
+    They depend on the supports alone: the refinement finds them once per band, not at every step."""
+    X, Y, Z, C = shape
+    before_x, before_y, before_z = supports
+    # The supports laid out as ``binomial_blur``'s views of the box, with Z where those have Z * C.
+    return (binomial_segments_kernel(before_x.transpose(1, 0, 2)[None], passes, C, 1, Y, X, Z * C),
+            binomial_segments_kernel(before_y[:, None], passes, C, X, 1, Y, Z * C),
+            binomial_segments_kernel(before_z[..., None], passes, C, X, Y, Z, C))
+
+
+def binomial_blur(box: Tensor, passes: int, supports: tuple[np.ndarray, ...] | None = None,
+                  segments: tuple[np.ndarray, ...] | None = None) -> Tensor:
     """``passes`` passes of the filter [1, 2, 1] / 4 along each of the first three axes of ``box``
     [X, Y, Z, C], in place; entries on the box's faces are left as they are along that axis.
 
     float32 CPU boxes whose (Z, C) part is packed (a contiguous box, or a sub-box view of a contiguous
-    [N, N, N, C] lattice) go through a numba kernel, in place on the view: bit-identical to the torch
-    code (26 -> 12 ms per step), and no copy of the box in or out. It filters only where ``supports``
+    [N, N, N, C] lattice) go through numba kernels, in place on the view: bit-identical to the torch
+    code (26 -> 12 ms per step), and no copy of the box in or out. They filter only where ``supports``
     (``blur_supports`` of a superset of the box's nonzero vertices; None: found from the values) says a
-    value can be."""
+    value can be, over the ``segments`` that ``blur_segments`` finds from them (None: found here)."""
     if box.device.type == "cpu" and box.dtype == torch.float32 and box.stride(3) == 1 \
             and box.stride(2) == box.shape[3]:
         X, Y, Z, C = box.shape
         volume = box.numpy()
-        if supports is None:
-            supports = blur_supports((volume != 0).any(axis=3), passes)
+        if segments is None:
+            if supports is None:
+                supports = blur_supports((volume != 0).any(axis=3), passes)
+            segments = blur_segments(box.shape, passes, supports)
         sx, sy, _, sc = volume.strides
         # Views only (as_strided over the same memory): (z, c) merge into one packed axis of Z * C.
         rows = np.lib.stride_tricks.as_strided(volume, (1, Y, X, Z * C), (0, sy, sx, sc))
         cols = np.lib.stride_tricks.as_strided(volume, (X, 1, Y, Z * C), (sx, 0, sy, sc))
-        before_x, before_y, before_z = supports
-        # The supports laid out as the views above, with Z where they have Z * C.
-        binomial_pass_kernel(rows, passes, before_x.transpose(1, 0, 2)[None], C)
-        binomial_pass_kernel(cols, passes, before_y[:, None], C)
-        binomial_pass_kernel(volume, passes, before_z[..., None], C)
+        for view, axis_segments in zip((rows, cols, volume), segments, strict=True):
+            binomial_filter_kernel(view, passes, axis_segments)
         return box
     for axis in range(3):
         for _ in range(passes):
