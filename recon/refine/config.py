@@ -61,13 +61,13 @@ class RefineConfig:
     """Centred objects: no surface forms outside [-0.5, 0.5]^3, where CONVENTIONS.md's normalisation puts them."""
     unit_box_tolerance: float = 0.03
     """The unit box is not imposed when the coarse mesh reaches further than this beyond it (another scale)."""
-    views_per_step: int = 8
+    views_per_step: int = 6
     """Views rendered per step (a random subset; all views when >= their number)."""
     resolutions: tuple[int, ...] = (128, 256, 384)
     """Render resolution per phase (coarse-to-fine; capped at the input size)."""
     phase_ends: tuple[float, ...] = (0.3, 0.7, 1.0)
     """Fraction of the steps at which each resolution phase ends."""
-    pixels_per_step: int = 16384
+    pixels_per_step: int = 12288
     """Covered pixels whose colour is compared per step (the albedo field is queried there)."""
     warmup_steps: int = 50
     """First steps in which colour gradients reach only the albedo and light, not the geometry."""
