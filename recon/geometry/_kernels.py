@@ -193,7 +193,7 @@ def smooth_normals_kernel(normals, edges, iterations):
 
 
 _BLUR_LANES = 16
-"""Entries filtered side by side per work item of ``binomial_pass_kernel`` (one 64-byte cache line of float32).
+"""Entries filtered side by side per work item of ``binomial_filter_kernel`` (one 64-byte cache line of float32).
 A segment is filtered where the support of any of its lanes is set, so fewer lanes skip more of a thin shell."""
 
 
@@ -239,27 +239,39 @@ chunk, not per item: a buffer per item cost more than the filtering)."""
 
 @njit(cache=True, inline="always")
 def _blur_layout(outer2, inner):
-    """(lines per work item, lanes per line, blocks per line group) of a blur over ``[., outer2, n, inner]``:
-    a block of ``_BLUR_LANES`` packed entries of one line, or, where ``inner`` is narrower, the whole
-    ``inner`` of several consecutive ``outer2`` lines."""
+    """(lines per line group, lanes per line, blocks per line group) of a blur over ``[., outer2, n, inner]``:
+    a work item is a block of ``_BLUR_LANES`` packed entries of one line, or, where ``inner`` is narrower,
+    the whole ``inner`` of several consecutive ``outer2`` lines."""
     lanes = _BLUR_LANES
     if inner >= lanes:
         return 1, lanes, (inner + lanes - 1) // lanes
     return lanes // inner, inner, 1
 
 
+@njit(cache=True, inline="always")
+def _blur_items(outer1, outer2, inner):
+    """How many work items a blur over ``[outer1, outer2, n, inner]`` has (``_blur_layout``)."""
+    group, _, blocks = _blur_layout(outer2, inner)
+    return outer1 * ((outer2 + group - 1) // group) * blocks
+
+
+@njit(cache=True, inline="always")
+def _item_lines(item, outer2, inner):
+    """Where work item ``item`` lies: (outer1 index, first outer2 line, lines, first inner entry, entries)."""
+    group, width, blocks = _blur_layout(outer2, inner)
+    line_groups = (outer2 + group - 1) // group
+    o1 = item // (line_groups * blocks)
+    y0 = (item // blocks) % line_groups * group
+    m0 = (item % blocks) * width
+    return o1, y0, min(group, outer2 - y0), m0, min(width, inner - m0)
+
+
 @njit(cache=True)
 def _item_segments(support, passes, per, outer2, n, inner, item, out, k):
     """The segments of work item ``item`` (see ``binomial_segments_kernel``); written from row ``k`` of ``out``
     when it has rows (else only counted). Returns the row after the last one."""
-    group, width, blocks = _blur_layout(outer2, inner)
-    line_groups = (outer2 + group - 1) // group
+    o1, y0, lines, m0, w = _item_lines(item, outer2, inner)
     reach = passes + 1
-    o1 = item // (line_groups * blocks)
-    y0 = (item // blocks) % line_groups * group
-    lines = min(group, outer2 - y0)
-    m0 = (item % blocks) * width
-    w = min(width, inner - m0)
     first, last = -1, -1  # the current segment of nonzero entries (merged over short zero gaps)
     s0, s1 = m0 // per, (m0 + w - 1) // per + 1
     write = out.shape[0] > 0
@@ -291,16 +303,19 @@ def _item_segments(support, passes, per, outer2, n, inner, item, out, k):
 
 @njit(cache=True, parallel=True)
 def binomial_segments_kernel(support, passes, per, outer1, outer2, n, inner):
-    """The segments ``binomial_pass_kernel`` filters on a volume [outer1, outer2, n, inner] whose entries may
-    be nonzero where ``support`` [outer1, outer2, n, inner // per] (uint8, any strides) says: [S, 3] int64
-    rows (work item, first entry, last entry), in item order.
+    """The segments ``binomial_filter_kernel`` filters on a volume [outer1, outer2, n, inner] whose entries
+    may be nonzero where ``support`` [outer1, outer2, n, inner // per] (uint8, any strides) says: entry m of
+    ``inner`` is covered by support entry ``m // per`` (``per``: the channels of one lattice vertex where they
+    are packed into ``inner``). Returns [S, 3] int64 rows (work item, first entry, last entry), in item order.
 
     After ``passes`` passes a value reaches at most ``passes`` entries away, so a line is filtered only over
     the runs the support marks, widened by ``passes + 1`` (the widened ends are zeros that the reference
-    leaves at zero too), runs closer than twice that merged into one. They depend on the support alone, so
-    the refinement finds them once per band (``blur_segments``), not at every step's blur."""
-    group, _, blocks = _blur_layout(outer2, inner)
-    items = outer1 * ((outer2 + group - 1) // group) * blocks
+    leaves at zero too), runs closer than twice that merged into one. A zero inside a segment is filtered as
+    the reference does, so any superset of the nonzero entries gives the same result. The refinement's
+    gradients are nonzero only on the band, a thin shell of the lattice, which makes the blur several times
+    cheaper than filtering the whole box; the segments depend on the support alone, so the refinement finds
+    them once per band (``blur_segments``), not at every step's blur."""
+    items = _blur_items(outer1, outer2, inner)
     chunks = min(_BLUR_CHUNKS, items)
     none = np.empty((0, 3), np.int64)
     counts = np.zeros(chunks, np.int64)
@@ -320,43 +335,24 @@ def binomial_segments_kernel(support, passes, per, outer1, outer2, n, inner):
 
 @njit(cache=True, parallel=True)
 def binomial_filter_kernel(volume, passes, segments):
-    """``passes`` in-place passes of [1, 2, 1] / 4 along the third axis of ``volume`` [outer1, outer2, n,
-    inner] (float32, any strides), on the ``segments`` of ``binomial_segments_kernel`` (for this volume's
-    shape and the same ``passes``) only; each segment's end entries stay as they are. Segments are disjoint,
-    so the order in which they are filtered does not change a bit of the result."""
+    """``passes`` in-place passes of the filter [1, 2, 1] / 4 along the third axis of ``volume``
+    [outer1, outer2, n, inner] (float32, any strides: a view into a larger array works), on the ``segments``
+    of ``binomial_segments_kernel`` (for this volume's shape and the same ``passes``) only; each segment's
+    end entries stay as they are. A work item filters ``_BLUR_LANES`` lines side by side (``_blur_layout``).
+
+    Each pass computes ``0.5 x[i] + 0.25 (x[i-1] + x[i+1])`` from the previous pass's values, in the
+    reference's operation order (bit-identical results). Segments are disjoint, so the order in which they
+    are filtered does not change a bit of the result."""
     _, outer2, n, inner = volume.shape
-    group, width, blocks = _blur_layout(outer2, inner)
-    line_groups = (outer2 + group - 1) // group
     S = segments.shape[0]
     chunks = min(_BLUR_CHUNKS, S)
     for chunk in prange(chunks):
         a = np.empty(n * _BLUR_LANES, np.float32)
         b = np.empty(n * _BLUR_LANES, np.float32)
         for s in range(chunk * S // chunks, (chunk + 1) * S // chunks):
-            item = segments[s, 0]
-            o1 = item // (line_groups * blocks)
-            y0 = (item // blocks) % line_groups * group
-            m0 = (item % blocks) * width
-            _binomial_passes_on_segment(volume, o1, y0, min(group, outer2 - y0), m0, min(width, inner - m0),
-                                        segments[s, 1], segments[s, 2], passes, a, b)
+            o1, y0, lines, m0, w = _item_lines(segments[s, 0], outer2, inner)
+            _binomial_passes_on_segment(volume, o1, y0, lines, m0, w, segments[s, 1], segments[s, 2], passes, a, b)
     return volume
-
-
-def binomial_pass_kernel(volume, passes, support, per):
-    """``passes`` in-place passes of the filter [1, 2, 1] / 4 along the third axis of ``volume``
-    [outer1, outer2, n, inner] (float32, any strides: a view into a larger array works); the first and
-    last entries along that axis stay as they are. ``support`` [outer1, outer2, n, inner // per] (uint8,
-    any strides) is nonzero wherever ``volume`` may be: entry m of ``inner`` is covered by support entry
-    ``m // per`` (``per``: the channels of one lattice vertex where they are packed into ``inner``).
-
-    Each pass computes ``0.5 x[i] + 0.25 (x[i-1] + x[i+1])`` from the previous pass's values, in the
-    reference's operation order (bit-identical results). A work item filters ``_BLUR_LANES`` lines side by
-    side (``_blur_layout``), and only over the segments that the support marks (``binomial_segments_kernel``;
-    a zero inside a segment is filtered as the reference does, so any superset of the nonzero entries
-    gives the same result). The refinement's gradients are nonzero only on the band, a thin shell of the
-    lattice, which makes this several times cheaper than filtering the whole box."""
-    segments = binomial_segments_kernel(support, passes, per, *volume.shape)
-    return binomial_filter_kernel(volume, passes, segments)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ class _Geometry(torch.nn.Module):
             channels = box.shape[3]
             if channels not in segments:  # the band's segments, once per channel count
                 segments[channels] = blur_segments(box.shape, passes, supports)
-            binomial_blur(box, passes, supports, segments[channels])  # in place on the view
+            binomial_blur(box, passes, segments=segments[channels])  # in place on the view
 
     @torch.no_grad()
     def clean_sign_speckles(self) -> int:
