@@ -5,7 +5,7 @@
 
 Each case (a name, then overrides of the preset, comma-separated; none for the preset itself) runs
 ``fit_refined`` from the coarse mesh (for example a ``bench_refine.py --work W`` run folder's
-``coarse.ply``) in its own process and stops after ``--stop`` steps; the cases alternate for ``--rounds``
+``coarse.ply``) in its own process and stops at the last step of ``--windows``; the cases alternate for ``--rounds``
 rounds, so a machine whose speed drifts slows them alike. Reports, per case and round, wall and CPU
 (user + system, all threads) milliseconds per step over two windows: after the offset-grid phase in the
 first resolution phase (steps 160-300 by default) and the start of the second (300-360): the default
@@ -26,6 +26,13 @@ import recon  # noqa: F401  (sets thread counts before torch and numba load)
 # isort: on
 
 from _common import add_out_argument, machine_info, print_table, run_isolated, write_json
+
+
+def _fail(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2."""
+    print(f"bench_refine_steps: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
 
 COLUMNS = ["case", "round", "wall_ms_a", "wall_ms_b", "cpu_ms_a", "cpu_ms_b", "faces"]
 
@@ -64,7 +71,7 @@ def run_case(orbit_dir: Path, coarse_path: Path, preset: str, overrides: list[st
     except _Stop:
         pass
     if c not in marks:
-        raise SystemExit(f"the refinement ended before step {c}: lower --stop")
+        _fail(f"the refinement ended before step {c}: lower STOP in --windows")
 
     def per_step(lo: int, hi: int, k: int) -> float:
         return round((marks[hi][k] - marks[lo][k]) / (hi - lo) * 1000.0, 1)
@@ -88,9 +95,9 @@ def main() -> int:
     args = parser.parse_args()
     for path in (args.orbit, args.coarse):
         if not path.exists():
-            raise SystemExit(f"{path}: not found")
+            _fail(f"{path}: not found")
     if not (args.windows[0] < args.windows[1] < args.windows[2]):
-        raise SystemExit(f"--windows {args.windows}: need A < B < STOP")
+        _fail(f"--windows {args.windows}: need A < B < STOP")
     if args.one is not None:
         print(json.dumps(run_case(args.orbit, args.coarse, args.preset, json.loads(args.one), args.windows)))
         return 0
