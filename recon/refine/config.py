@@ -61,7 +61,7 @@ class RefineConfig:
     """Centred objects: no surface forms outside [-0.5, 0.5]^3, where CONVENTIONS.md's normalisation puts them."""
     unit_box_tolerance: float = 0.03
     """The unit box is not imposed when the coarse mesh reaches further than this beyond it (another scale)."""
-    views_per_step: int = 6
+    views_per_step: int = 4
     """Views rendered per step (a random subset; all views when >= their number)."""
     resolutions: tuple[int, ...] = (128, 256, 384)
     """Render resolution per phase (coarse-to-fine; capped at the input size)."""
