@@ -968,8 +968,7 @@ def fit_refined(
             # tables' cache misses, paid once per call (12288 + 4096 points, forward and backward: 67 -> 58 ms).
             m = min(pix.shape[0], 4096)
             jitter = torch.randn(m, 3, generator=gen) * cfg.albedo_smooth_radius
-            alb_both = albedo(torch.cat([points, points[:m].detach() + jitter]))
-            alb, alb_jitter = alb_both[:pix.shape[0]], alb_both[pix.shape[0]:]
+            alb, alb_jitter = albedo(torch.cat([points, points[:m].detach() + jitter])).split([points.shape[0], m])
             irr = light.irradiance(normals)
             partner_normals = None
             if cfg.illumination_pair_weight > 0:
